@@ -1,0 +1,131 @@
+"""The values every policy reads and returns, and the interface a policy implements.
+
+A policy sees jobs (`JobView`) and nodes (`ClusterView`) and grants each job an `Allocation`:
+GPUs per node, all of one kind. The simulator and the live scheduler build these views from their
+own state, so one policy object serves both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from thrifty.errors import ThriftyError
+from thrifty.goodput import BatchLimits, GoodputModel
+
+
+@dataclass(frozen=True)
+class Allocation:
+    """GPUs granted per node (`{"aws-3": 4, "aws-7": 2}`), all of kind `kind`."""
+
+    gpus: Mapping[str, int]
+    kind: str
+
+    def __post_init__(self) -> None:
+        if any(count < 1 for count in self.gpus.values()):
+            raise ThriftyError(f"an allocation lists nodes with no GPUs: {dict(self.gpus)}")
+
+    @property
+    def num_replicas(self) -> int:
+        return sum(self.gpus.values())
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.gpus)
+
+    def placement(self) -> tuple[int, ...]:
+        """GPUs per node, in node order: the shape the profiles are keyed by."""
+        return tuple(self.gpus[n] for n in sorted(self.gpus))
+
+    def same_as(self, other: Allocation | None) -> bool:
+        return other is not None and self.kind == other.kind and dict(self.gpus) == dict(
+            other.gpus
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"gpus": dict(self.gpus), "kind": self.kind}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Allocation:
+        return cls(gpus={str(k): int(v) for k, v in data["gpus"].items()}, kind=str(data["kind"]))
+
+
+@dataclass(frozen=True)
+class NodeView:
+    name: str
+    gpu_kind: str
+    num_gpus: int
+    price_per_hour: float = 0.0  # USD per node-hour
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    nodes: tuple[NodeView, ...]
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return tuple(sorted({n.gpu_kind for n in self.nodes}))
+
+    @property
+    def num_gpus(self) -> int:
+        return sum(n.num_gpus for n in self.nodes)
+
+    def gpus_of(self, kind: str) -> int:
+        return sum(n.num_gpus for n in self.nodes if n.gpu_kind == kind)
+
+    def nodes_of(self, kind: str) -> tuple[NodeView, ...]:
+        return tuple(n for n in self.nodes if n.gpu_kind == kind)
+
+
+class Oracle(Protocol):
+    """True performance of a simulated job, for baselines defined with oracle knowledge."""
+
+    def step_seconds(self, kind: str, placement: tuple[int, ...], batch_size: int) -> float | None:
+        """Seconds per optimizer step at a total batch, or None if that cannot run."""
+        ...
+
+    def remaining_steps(self, batch_size: int) -> float:
+        """Optimizer steps left to finish training at a fixed total batch."""
+        ...
+
+
+@dataclass
+class JobView:
+    """What a policy knows about one active job.
+
+    `attained_service` is in GPU-seconds. `max_replicas` is the most GPUs the job may use now
+    (adaptive jobs grow into placements gradually). `requested_*` is the owner's own request,
+    which rigid policies honour. `restart_seconds` is the policy's estimate of a restart's cost.
+    """
+
+    id: str
+    submit_time: float
+    application: str = ""
+    owner: str = ""
+    model: GoodputModel | None = None
+    limits: BatchLimits | None = None
+    allocation: Allocation | None = None
+    restarts: int = 0
+    attained_service: float = 0.0
+    min_replicas: int = 0
+    max_replicas: int = 64
+    requested_replicas: int | None = None
+    requested_batch_size: int | None = None
+    restart_seconds: float = 30.0
+    oracle: Oracle | None = field(default=None, repr=False)
+
+    def age(self, now: float) -> float:
+        return max(now - self.submit_time, 0.0)
+
+
+class Policy(Protocol):
+    """A scheduling policy: deterministic for a seed, stateful only in what it remembers."""
+
+    name: str
+    adaptive: bool  # True: jobs choose their own batch sizes; False: owners' requests are honoured
+    heterogeneity_aware: bool  # False: the policy treats every GPU kind alike
+
+    def allocate(
+        self, jobs: Sequence[JobView], cluster: ClusterView, now: float
+    ) -> dict[str, Allocation]: ...

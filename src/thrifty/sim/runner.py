@@ -1,0 +1,39 @@
+"""Run one (policy, workload, cluster) simulation from names and paths, as a picklable call."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from thrifty.policy.registry import make_policy
+from thrifty.sim.cluster import load_cluster
+from thrifty.sim.engine import SimSettings, simulate
+from thrifty.sim.metrics import Summary, summarize
+from thrifty.sim.profiles import ProfileSet
+from thrifty.sim.workload import load_workload, scale_load
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    policy: str
+    workload: Path
+    cluster: str
+    data_root: Path
+    seed: int = 0
+    interval: float = 60.0
+    restart_delay: float | None = None
+    load: float = 1.0
+
+
+def run(spec: RunSpec, on_round: Callable[[int, int], None] | None = None) -> Summary:
+    cluster = load_cluster(spec.cluster)
+    profiles = ProfileSet(spec.data_root, cluster.profiles)
+    workload = load_workload(spec.workload, profiles.applications)
+    if spec.load != 1.0:
+        workload = scale_load(workload, spec.load)
+    policy = make_policy(spec.policy, seed=spec.seed)
+    settings = SimSettings(interval=spec.interval, restart_delay=spec.restart_delay)
+    result = simulate(workload, cluster, policy, profiles, settings, on_round=on_round)
+    apps = {j.application: profiles.get(j.application, cluster.kinds) for j in workload.jobs}
+    return summarize(result, cluster, apps)

@@ -1,0 +1,114 @@
+"""Workloads: which jobs arrive when, and what their owners asked for.
+
+A workload is a CSV file `name,time,application,num_replicas,batch_size` (time in seconds from
+the start). `num_replicas,batch_size` are the owner's request: rigid policies honour them,
+adaptive ones may ignore them.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from thrifty.errors import InputError
+
+COLUMNS = ("name", "time", "application", "num_replicas", "batch_size")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    name: str
+    submit_time: float
+    application: str
+    num_replicas: int
+    batch_size: int
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    path: Path
+    jobs: tuple[JobSpec, ...]
+
+
+def _field(path: Path, line: int, row: dict[str, str], column: str, cast: type) -> float | int:
+    text = (row.get(column) or "").strip()
+    try:
+        value = cast(float(text)) if cast is int and text.endswith(".0") else cast(text)
+    except ValueError:
+        kind = "an integer" if cast is int else "a number"
+        raise InputError(str(path), f"expected {kind}, got {text!r}", line, column) from None
+    if value < 0 or (column in ("num_replicas", "batch_size") and value < 1):
+        raise InputError(str(path), f"must be positive, got {text!r}", line, column)
+    return value
+
+
+def load_workload(path: Path, applications: Iterable[str] | None = None) -> Workload:
+    """Read and validate one workload file; `applications` lists the names that have profiles."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(str(path), "workload file not found")
+    known = set(applications) if applications is not None else None
+    jobs: list[JobSpec] = []
+    names: set[str] = set()
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise InputError(str(path), f"missing column(s) {', '.join(missing)}", 1)
+        for line, row in enumerate(reader, start=2):
+            if None in row:
+                raise InputError(str(path), "more fields than the header has", line)
+            name = (row["name"] or "").strip()
+            if not name:
+                raise InputError(str(path), "empty job name", line, "name")
+            if name in names:
+                raise InputError(str(path), f"duplicate job name {name!r}", line, "name")
+            names.add(name)
+            app = (row["application"] or "").strip()
+            if known is not None and app not in known:
+                raise InputError(
+                    str(path),
+                    f"unknown application {app!r} (known: {', '.join(sorted(known))})",
+                    line,
+                    "application",
+                )
+            jobs.append(JobSpec(
+                name=name,
+                submit_time=float(_field(path, line, row, "time", float)),
+                application=app,
+                num_replicas=int(_field(path, line, row, "num_replicas", int)),
+                batch_size=int(_field(path, line, row, "batch_size", int)),
+            ))
+    if not jobs:
+        raise InputError(str(path), "no jobs in the workload")
+    jobs.sort(key=lambda j: j.submit_time)
+    return Workload(name=path.stem, path=path, jobs=tuple(jobs))
+
+
+def workload_files(paths: Iterable[str | Path]) -> list[Path]:
+    """Expand folders into their CSV files (sorted); keep files as given."""
+    files: list[Path] = []
+    for item in paths:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(p.glob("*.csv"))
+            if not found:
+                raise InputError(str(p), "folder holds no .csv workload files")
+            files.extend(found)
+        else:
+            files.append(p)
+    return files
+
+
+def scale_load(workload: Workload, load: float) -> Workload:
+    """The same jobs arriving `load` times as fast (relative job load, as in Pollux Fig. 8b)."""
+    if load <= 0:
+        raise InputError(str(workload.path), f"relative load must be positive, got {load}")
+    jobs = tuple(
+        JobSpec(j.name, j.submit_time / load, j.application, j.num_replicas, j.batch_size)
+        for j in workload.jobs
+    )
+    return Workload(f"{workload.name}@{load:g}x", workload.path, jobs)
