@@ -113,7 +113,7 @@ class KindProfile:
         self.max_local_bsz = int(max(v[0] for vs in by_placement.values() for v in vs))
         self._nd = LinearNDInterpolator(table[:, :3], table[:, 3:])
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019 - profiles live for the whole process
+    @functools.cache  # noqa: B019 - profiles live for the whole process
     def max_local_bsz_at(self, placement: tuple[int, ...]) -> int:
         """Largest per-GPU batch measured at this placement (memory limits can depend on it),
         or for unmeasured placements the largest of the runs at least as big."""
@@ -125,7 +125,7 @@ class KindProfile:
         ]
         return int(bigger[:, 2].max()) if len(bigger) else self.max_local_bsz
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019
+    @functools.cache  # noqa: B019
     def step_time(self, placement: tuple[int, ...], atomic_bsz: int) -> tuple[float, float] | None:
         """(seconds per micro-step with sync, seconds of sync), or None outside the measurements."""
         key = canonical_placement(placement)
@@ -194,7 +194,7 @@ class AppProfile:
         lo = hi - 1
         return int(sizes[lo]), int(sizes[hi]), (bsz - sizes[lo]) / (sizes[hi] - sizes[lo])
 
-    @functools.lru_cache(maxsize=None)  # noqa: B019
+    @functools.cache  # noqa: B019
     def grad_stats(self, batch_size: float, epoch: int) -> tuple[float, float]:
         """True (sqr, var) during `epoch`, linear between the profiled batch sizes around it."""
         lo, hi, w = self._bracket(batch_size)
