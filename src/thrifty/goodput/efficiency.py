@@ -19,7 +19,8 @@ from thrifty.errors import ThriftyError
 
 @dataclass(frozen=True)
 class GradientStats:
-    """Squared norm of the true gradient (`sqr`) and variance of its estimate at the initial batch."""
+    """Squared norm of the true gradient (`sqr`) and variance of its estimate at the initial
+    batch (`var`)."""
 
     sqr: float
     var: float
@@ -45,8 +46,10 @@ class GradientStats:
         return cls(sqr=float(data["sqr"]), var=float(data["var"]))
 
 
-def gain(stats: GradientStats, init_batch_size: float, batch_size: ArrayLike) -> NDArray[np.float64]:
-    """Progress of one step at `batch_size`, in steps at the initial batch (AdaScale's gain, ≥ 1)."""
+def gain(
+    stats: GradientStats, init_batch_size: float, batch_size: ArrayLike
+) -> NDArray[np.float64]:
+    """Progress of one step at `batch_size`, in steps at the initial batch (AdaScale's gain)."""
     scale = np.asarray(batch_size, dtype=float) / init_batch_size
     denom = stats.var / scale + stats.sqr
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -102,7 +102,8 @@ def step_time(
     atomic_bsz: ArrayLike,
     accum_steps: ArrayLike = 0,
 ) -> NDArray[np.float64]:
-    """Seconds per optimizer step: `accum_steps` plain micro-steps, then one overlapped with sync."""
+    """Seconds per optimizer step: `accum_steps` plain micro-steps, then one overlapped with
+    the gradient synchronisation."""
     grad = compute_time(params, atomic_bsz)
     sync = sync_time(params, num_nodes, num_replicas)
     return np.asarray(accum_steps) * grad + _overlap(grad, sync, params.gamma)

@@ -26,7 +26,10 @@ from typing import Any
 
 from thrifty.errors import InputError, ThriftyError
 
-PROFILE_KINDS: Mapping[str, tuple[str, ...]] = {"pollux": ("aws",), "sia": ("aws", "rtx", "dgx-ext")}
+PROFILE_KINDS: Mapping[str, tuple[str, ...]] = {
+    "pollux": ("aws",),
+    "sia": ("aws", "rtx", "dgx-ext"),
+}
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ TRAINING_EPOCHS: Mapping[str, int] = {
     "ncf": 10,
     "yolov3": 50,
 }
-_MAX_PROFILED_NODES = 16  # the scalability runs reach 16 nodes; beyond that the interpolation is flat
+_MAX_PROFILED_NODES = 16  # the scalability runs reach 16 nodes; beyond, the time is held flat
 
 
 def _read_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
