@@ -63,3 +63,47 @@ def take(free: dict[str, int], alloc: Allocation) -> None:
     """Mark `alloc`'s GPUs as used in `free`."""
     for node, count in alloc.gpus.items():
         free[node] -= count
+
+
+def most_free(
+    replicas: int, free: Mapping[str, int], cluster: ClusterView, kind: str
+) -> Allocation | None:
+    """`replicas` GPUs of `kind` taken node by node from the nodes with the most free GPUs (ties in
+    cluster order), or None if the kind has fewer free.
+
+    This is how the rigid baselines of the Pollux artifact (Tiresias, Optimus) place a job. Unlike
+    `pack` it does not look for the tightest single node, so a small job may land on an emptier
+    node, or span nodes when the free GPUs are fragmented; reproducing those baselines faithfully
+    needs that behaviour.
+    """
+    if replicas <= 0:
+        return None
+    order = {n.name: i for i, n in enumerate(cluster.nodes)}
+    nodes = sorted(
+        (n.name for n in cluster.nodes if n.gpu_kind == kind and free.get(n.name, 0) > 0),
+        key=lambda name: (-free[name], order[name]),
+    )
+    if sum(free[name] for name in nodes) < replicas:
+        return None
+    gpus: dict[str, int] = {}
+    left = replicas
+    for name in nodes:
+        count = min(free[name], left)
+        gpus[name] = count
+        left -= count
+        if left == 0:
+            break
+    return Allocation(gpus, kind)
+
+
+def packed_shape(cluster: ClusterView, kind: str, replicas: int) -> tuple[int, ...]:
+    """GPUs per node if `replicas` GPUs of `kind` filled the largest nodes first: the placement a
+    policy assumes when it predicts a job's speed before knowing where it will land."""
+    shape: list[int] = []
+    left = replicas
+    for size in sorted((n.num_gpus for n in cluster.nodes if n.gpu_kind == kind), reverse=True):
+        if left <= 0:
+            break
+        shape.append(min(size, left))
+        left -= shape[-1]
+    return tuple(shape)

@@ -148,11 +148,19 @@ def load_cluster(name_or_path: str) -> ClusterSpec:
     raw_nodes = data.get("nodes")
     if not isinstance(raw_nodes, list) or not raw_nodes:
         raise InputError(p, "needs at least one [[nodes]] table", field="nodes")
+    profiles = str(data.get("profiles", "sia"))
+    if profiles not in PROFILE_KINDS:
+        raise InputError(p, f"must be one of {', '.join(PROFILE_KINDS)}", field="profiles")
     nodes: list[NodeSpec] = []
     for i, entry in enumerate(raw_nodes):
         where = f"nodes[{i}]"
         if not isinstance(entry, dict) or "kind" not in entry:
             raise InputError(p, "needs a 'kind' (GPU kind)", field=where)
+        if entry["kind"] not in PROFILE_KINDS[profiles]:
+            raise InputError(
+                p, f"unknown GPU kind {entry['kind']!r}; the {profiles} profiles know "
+                f"{', '.join(PROFILE_KINDS[profiles])}", field=f"{where}.kind",
+            )
         unknown = set(entry) - {"kind", "count", "gpus", "price_per_hour"}
         if unknown:
             raise InputError(p, f"unknown key(s) {', '.join(sorted(unknown))}", field=where)
@@ -174,7 +182,7 @@ def load_cluster(name_or_path: str) -> ClusterSpec:
         return ClusterSpec(
             name=str(data.get("name", path.stem)),
             nodes=tuple(nodes),
-            profiles=str(data.get("profiles", "sia")),
+            profiles=profiles,
             restart_delay=restart,
             slowdown=slowdown,
         )

@@ -151,6 +151,8 @@ def simulate(
         in_use.append((now, sum(a.num_replicas for a in allocations.values())))
         if on_round is not None:
             on_round(done, len(jobs))
+    if on_round is not None:
+        on_round(done, len(jobs))  # the last round may have had no active job to report
     records = [
         JobRecord(
             name=j.name,

@@ -101,23 +101,30 @@ class SimJob:
         if config in seen:
             return
         seen[config] = (step, sync)
-        self._params[key] = fit_throughput(
-            [StepObservation(n, r, b, s, y) for (n, r, b), (s, y) in seen.items()]
-        )
+        self._params.pop(key, None)  # refitted lazily: rigid jobs never need a model
         self._model = None
+
+    def _fitted(self) -> dict[str, ThroughputParams]:
+        for key, seen in self.observations.items():
+            if key not in self._params:
+                self._params[key] = fit_throughput(
+                    [StepObservation(n, r, b, s, y) for (n, r, b), (s, y) in seen.items()]
+                )
+        return self._params
 
     def model(self) -> GoodputModel | None:
         """The job's current GoodputModel (None until it has run at least once)."""
-        if not self._params or self.grad is None:
+        if not self.observations or self.grad is None:
             return None
         if self._model is None:
+            params = self._fitted()
             kinds = self.cluster.kinds
             if self.merge_kinds:
-                throughput = {k: self._params[_ANY_KIND] for k in kinds}
+                throughput = {k: params[_ANY_KIND] for k in kinds}
                 seen = max(r for (_, r, _) in self.observations[_ANY_KIND])
                 explored = {k: seen for k in kinds}
             else:
-                throughput = dict(self._params)
+                throughput = dict(params)
                 explored = {k: max(r for (_, r, _) in obs) for k, obs in self.observations.items()}
             self._model = GoodputModel(
                 throughput=throughput,

@@ -89,16 +89,20 @@ class KindProfile:
                 tuple(_number(placements_path, line, row, c)
                       for c in ("local_bsz", "step_time", "sync_time"))
             )
-        points: list[tuple[float, ...]] = []
         self._exact: dict[tuple[int, ...], interp1d] = {}
         self._largest: dict[tuple[int, ...], int] = {}
+        # Placements of the same shape (nodes, replicas) are averaged into one point per batch:
+        # duplicate points would leave the triangulation to pick one of them arbitrarily.
+        shapes: dict[tuple[int, int, float], list[tuple[float, float]]] = {}
         for key, values in by_placement.items():
             arr = np.array(sorted(values))
             self._exact[key] = interp1d(arr[:, 0], arr[:, 1:], axis=0)
             self._largest[key] = int(arr[:, 0].max())
-            for bsz in np.unique(arr[:, 0]):
-                mean = arr[arr[:, 0] == bsz, 1:].mean(axis=0)
-                points.append((len(key), sum(key), bsz, *mean))
+            for bsz, step, sync in values:
+                shapes.setdefault((len(key), sum(key), bsz), []).append((step, sync))
+        points: list[tuple[float, ...]] = [
+            (*shape, *np.mean(times, axis=0)) for shape, times in shapes.items()
+        ]
         scal = _read_rows(
             scalability_path, ("num_nodes", "num_replicas", "local_bsz", "step_time", "sync_time")
         )
