@@ -78,7 +78,7 @@ def test_unknown_gpu_kind_is_named() -> None:
 
 
 def test_json_round_trip() -> None:
-    m = model(explored={"t4": 4}, local_caps={"t4": 64}, progress=12.5)
+    m = model(explored={"t4": 4}, local_caps={"t4": 64}, progress=12.5, target_progress=40.0)
     again = GoodputModel.from_dict(json.loads(json.dumps(m.to_dict())))
     assert again == m
     with pytest.raises(ThriftyError, match="grad"):

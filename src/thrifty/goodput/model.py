@@ -112,6 +112,9 @@ class GoodputModel:
 
     `explored` maps each GPU kind to the most replicas the job has run with there; schedulers use it
     to grow a job gradually into placements its model has not seen (Pollux's exploration).
+    `progress` counts scale-invariant steps (steps at the initial batch size that the job's
+    statistical efficiency makes its real steps worth); `target_progress` is where the job ends,
+    when it has declared its length (epochs), so a scheduler can weigh its remaining work.
     """
 
     throughput: Mapping[str, ThroughputParams]
@@ -121,6 +124,7 @@ class GoodputModel:
     explored: Mapping[str, int] = field(default_factory=dict)
     local_caps: Mapping[str, int] = field(default_factory=dict)
     progress: float = 0.0
+    target_progress: float | None = None
 
     def local_cap(self, kind: str) -> int:
         """Largest per-GPU micro-batch on `kind`: its memory limit where known."""
@@ -202,6 +206,7 @@ class GoodputModel:
             "explored": dict(self.explored),
             "local_caps": dict(self.local_caps),
             "progress": self.progress,
+            "target_progress": self.target_progress,
         }
 
     @classmethod
@@ -217,6 +222,10 @@ class GoodputModel:
                 explored={k: int(v) for k, v in data.get("explored", {}).items()},
                 local_caps={k: int(v) for k, v in data.get("local_caps", {}).items()},
                 progress=float(data.get("progress", 0.0)),
+                target_progress=(
+                    None if data.get("target_progress") is None
+                    else float(data["target_progress"])
+                ),
             )
         except KeyError as missing:
             raise ThriftyError(f"goodput model lacks the field {missing}") from None

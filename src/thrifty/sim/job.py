@@ -8,7 +8,7 @@ and re-chooses its batch size at every epoch and re-allocation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from thrifty.goodput import (
     BatchLimits,
@@ -133,7 +133,10 @@ class SimJob:
                 explored=explored,
                 local_caps={k: self.local_max(k) for k in self.profile.kinds},
                 progress=self.progress,
+                target_progress=float(self.profile.epoch_progress[-1]),
             )
+        elif self._model.progress != self.progress:
+            self._model = replace(self._model, progress=self.progress)
         return self._model
 
     def view(self, now: float, restart_estimate: float) -> JobView:
