@@ -5,9 +5,10 @@ measured average JCT next to the published one, with their ratio (1.0 = reproduc
 
 - `pollux64`: Pollux workloads 1-4 and 6 on 16 × 4 T4 under tiresias, optimus and pollux,
   against the per-workload averages of the Pollux artifact (OSDI 2021);
-- `sia`: Philly workloads 1-4 on Sia's heterogeneous 64-GPU cluster under pollux and gavel,
-  against the published means over those workloads (Sia, SOSP 2023), which the paper gives
-  together with p99 JCT, makespan and GPU-hours per job (compared too).
+- `philly` and `saturn`: Philly workloads 1-4 and Saturn workloads 1-5 on Sia's heterogeneous
+  64-GPU cluster under sia, pollux and gavel, against the published means over each trace's
+  workloads (Sia, SOSP 2023), which the paper gives together with p99 JCT, makespan and
+  GPU-hours per job (compared too).
 
     python benchmarks/fidelity.py                       # everything (tens of minutes)
     python benchmarks/fidelity.py --suite pollux64 --policies tiresias --workloads 1
@@ -44,18 +45,31 @@ POLLUX64_PUBLISHED_S: Mapping[str, Mapping[int, float]] = {
     "tiresias": {1: 2474, 2: 5145, 3: 3876, 4: 3280, 6: 3470},
     "optimus": {1: 4087, 2: 6914, 3: 3944, 4: 5968, 6: 5302},
 }
-# Published means over Philly workloads 1-4 on the heterogeneous cluster:
+# Published means over each trace's workloads on the heterogeneous cluster:
 # (average JCT h, p99 JCT h, makespan h, GPU-hours per job).
-SIA_PUBLISHED: Mapping[str, tuple[float, float, float, float]] = {
-    "pollux": (1.0, 14.9, 24.5, 5.6),
-    "gavel": (1.9, 30.0, 33.8, 9.0),
+SIA_PUBLISHED: Mapping[str, Mapping[str, tuple[float, float, float, float]]] = {
+    "philly": {
+        "sia": (0.6, 9.5, 14.2, 4.0),
+        "pollux": (1.0, 14.9, 24.5, 5.6),
+        "gavel": (1.9, 30.0, 33.8, 9.0),
+    },
+    "saturn": {
+        "sia": (0.7, 10.9, 14.9, 4.8),
+        "pollux": (1.0, 15.0, 25.5, 5.9),
+        "gavel": (2.5, 38.7, 43.0, 12.1),
+    },
 }
 SUITES: Mapping[str, tuple[str, str, tuple[int, ...], tuple[str, ...]]] = {
     # suite: (cluster, workload folder under the data root, workload numbers, policies)
     "pollux64": (
         "pollux64", "pollux/workloads", (1, 2, 3, 4, 6), ("tiresias", "optimus", "pollux")
     ),
-    "sia": ("sia-hetero64", "sia/workloads/philly", (1, 2, 3, 4), ("pollux", "gavel")),
+    "philly": (
+        "sia-hetero64", "sia/workloads/philly", (1, 2, 3, 4), ("sia", "pollux", "gavel")
+    ),
+    "saturn": (
+        "sia-hetero64", "sia/workloads/saturn", (1, 2, 3, 4, 5), ("sia", "pollux", "gavel")
+    ),
 }
 
 
@@ -100,7 +114,8 @@ def plan(
 
 
 def _suite_of(pair: Pair) -> str:
-    return "pollux64" if pair.spec.cluster == "pollux64" else "sia"
+    trace = Path(pair.spec.workload).parent.name
+    return trace if trace in SIA_PUBLISHED else "pollux64"
 
 
 def _number(pair: Pair) -> int:
@@ -119,7 +134,7 @@ def fidelity_table(outcomes: Sequence[Outcome]) -> Table:
                          else "right")
     done = [o for o in outcomes if o.summary is not None]
     ratios: dict[tuple[str, str], list[float]] = {}
-    sia_jcts: dict[str, list[float]] = {}
+    sia_jcts: dict[tuple[str, str], list[float]] = {}
     for outcome in done:
         assert outcome.summary is not None
         suite, policy = _suite_of(outcome.pair), outcome.pair.spec.policy
@@ -131,44 +146,46 @@ def fidelity_table(outcomes: Sequence[Outcome]) -> Table:
             table.add_row(suite, outcome.pair.label, policy, _fmt(measured, 0),
                           _fmt(published, 0), _fmt(ratio))
         else:
-            sia_jcts.setdefault(policy, []).append(measured)
+            sia_jcts.setdefault((suite, policy), []).append(measured)
             table.add_row(suite, outcome.pair.label, policy, _fmt(measured, 0), "", "")
     table.add_section()
     for (suite, policy), values in ratios.items():
         geo = math.exp(math.fsum(map(math.log, values)) / len(values))
         table.add_row(suite, f"geo-mean of {len(values)}", policy, "", "", _fmt(geo),
                       style="bold")
-    for policy, values in sia_jcts.items():
+    for (suite, policy), values in sia_jcts.items():
         mean_s = math.fsum(values) / len(values)
-        published = SIA_PUBLISHED[policy][0] * 3600  # published in hours, to one decimal
-        table.add_row("sia", f"mean of {len(values)}", policy, _fmt(mean_s, 0),
+        published = SIA_PUBLISHED[suite][policy][0] * 3600  # published in hours, to one decimal
+        table.add_row(suite, f"mean of {len(values)}", policy, _fmt(mean_s, 0),
                       _fmt(published, 0), _fmt(mean_s / published), style="bold")
     return table
 
 
 def sia_table(outcomes: Sequence[Outcome]) -> Table | None:
     """The other figures Sia publishes per trace, as means over the workloads run."""
-    rows: dict[str, list[tuple[float, float, float, float]]] = {}
+    rows: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {}
     for outcome in outcomes:
         s = outcome.summary
-        if s is None or _suite_of(outcome.pair) != "sia":
+        suite = _suite_of(outcome.pair)
+        if s is None or suite not in SIA_PUBLISHED:
             continue
-        rows.setdefault(outcome.pair.spec.policy, []).append(
+        rows.setdefault((suite, outcome.pair.spec.policy), []).append(
             (s.avg_jct_s / 3600, s.p99_jct_s / 3600, s.makespan_s / 3600, s.gpu_hours / s.jobs)
         )
     if not rows:
         return None
-    table = Table(title="Sia, Philly: means, measured / published (ratio)", header_style="bold")
+    table = Table(title="Sia's traces: means, measured / published (ratio)", header_style="bold")
+    table.add_column("trace")
     table.add_column("policy")
     for header in ("avg JCT h", "p99 JCT h", "makespan h", "GPU-h / job"):
         table.add_column(header, justify="right")
-    for policy, values in rows.items():
+    for (suite, policy), values in rows.items():
         means = [math.fsum(col) / len(col) for col in zip(*values, strict=True)]
         cells = [
             f"{m:.2f} / {p:.1f} ({m / p:.2f})"
-            for m, p in zip(means, SIA_PUBLISHED[policy], strict=True)
+            for m, p in zip(means, SIA_PUBLISHED[suite][policy], strict=True)
         ]
-        table.add_row(f"{policy} ({len(values)} workloads)", *cells)
+        table.add_row(suite, f"{policy} ({len(values)} workloads)", *cells)
     return table
 
 

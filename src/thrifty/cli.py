@@ -38,10 +38,19 @@ from rich.progress import (
 from rich.table import Table
 
 from thrifty import __version__
+from thrifty.accounting.budgets import load_budgets
+from thrifty.cli_accounting import (
+    baseline_rows,
+    baseline_table,
+    ledger_payload,
+    register,
+    with_baseline,
+)
 from thrifty.errors import ThriftyError
 from thrifty.policy.registry import POLICIES, make_policy
 from thrifty.settings import Settings
 from thrifty.sim.cluster import BUILTIN_CLUSTERS, load_cluster
+from thrifty.sim.costing import check_prices, load_tariff
 from thrifty.sim.engine import SimSettings
 from thrifty.sim.metrics import Summary
 from thrifty.sim.profiles import ProfileSet
@@ -61,7 +70,7 @@ EXIT_RUN_FAILED = 1  # a simulation failed after starting (reported per pair)
 
 # The demo: the start of Pollux workload 1 on the Pollux paper's cluster, small enough to finish in
 # about a minute on two cores, yet busy enough that the policies differ.
-DEMO_POLICIES = ("fifo", "tiresias", "pollux")
+DEMO_POLICIES = ("fifo", "tiresias", "pollux", "thrifty")
 DEMO_WORKLOAD = Path("pollux") / "workloads" / "workload-1.csv"
 DEMO_CLUSTER = "pollux64"
 DEMO_JOBS = 40
@@ -138,6 +147,10 @@ def plan_runs(
     interval: float = 60.0,
     restart_delay: float | None = None,
     load: float = 1.0,
+    prices: Path | None = None,
+    carbon: str | None = None,
+    budgets: Path | None = None,
+    keep_ledger: bool = False,
 ) -> list[Pair]:
     """Validate every input and return the pairs to run, workload-major.
 
@@ -168,6 +181,10 @@ def plan_runs(
     names = list(policies)
     for name in names:
         check_policy(name, seed)
+    tariff = load_tariff(data_root, spec_cluster.kinds, prices, carbon)  # prices every node now
+    check_prices(tariff, spec_cluster.nodes)
+    if budgets is not None:
+        load_budgets(budgets)
     return [
         Pair(
             spec=RunSpec(
@@ -179,6 +196,10 @@ def plan_runs(
                 interval=interval,
                 restart_delay=restart_delay,
                 load=load,
+                prices=prices,
+                carbon=carbon,
+                budgets=budgets,
+                keep_ledger=keep_ledger,
             ),
             label=path.stem,
             jobs=len(workload.jobs),
@@ -310,6 +331,9 @@ _COLUMNS: tuple[tuple[str, str, float], ...] = (
     ("p99 JCT h", "p99_jct_s", 3600.0),
     ("makespan h", "makespan_s", 3600.0),
     ("GPU-h", "gpu_hours", 1.0),
+    ("USD", "usd", 1.0),
+    ("kWh", "kwh", 1.0),
+    ("kg CO2e", "kgco2e", 1.0),
     ("restarts /job", "restarts_per_job", 1.0),
     ("worst FTF", "worst_ftf", 1.0),
     ("round med ms", "policy_round_median_s", 1e-3),
@@ -462,9 +486,8 @@ def simulate(
             "--policy",
             "-p",
             help=f"Comma-separated policies to compare ({', '.join(POLICIES)}).",
-            show_default=False,
         ),
-    ],
+    ] = "thrifty",
     interval: Annotated[
         float, typer.Option(help="Seconds between scheduling rounds.")
     ] = 60.0,
@@ -483,6 +506,41 @@ def simulate(
         Path | None,
         typer.Option("--json", help="Also write the results as JSON to this file.",
                      show_default=False),
+    ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option(
+            "--plot",
+            help="Also draw JCT CDFs and GPUs in use over time per policy to this image "
+            "(format by suffix: .png, .pdf, .svg).",
+            show_default=False,
+        ),
+    ] = None,
+    prices: Annotated[
+        Path | None,
+        typer.Option(help="Price sheet TOML (default: built-in rates per GPU kind; a node's own "
+                     "price_per_hour wins).", show_default=False),
+    ] = None,
+    carbon: Annotated[
+        str | None,
+        typer.Option(help="Grid carbon intensity: a region with a series in the data folder "
+                     "(ger, fr, gb), a CSV, or gCO2/kWh (default: the price sheet's region).",
+                     show_default=False),
+    ] = None,
+    budgets: Annotated[
+        Path | None,
+        typer.Option(help="Budget TOML: per team/user monthly caps enforced while simulating.",
+                     show_default=False),
+    ] = None,
+    ledger: Annotated[
+        Path | None,
+        typer.Option("--ledger", help="Also write every run's ledger (per job: GPU-hours, USD, "
+                     "kWh, kg CO2e) as JSON, for thrifty report.", show_default=False),
+    ] = None,
+    baseline: Annotated[
+        str | None,
+        typer.Option(help="Also run this policy (e.g. fifo) and report GPU-hours, USD, kWh and "
+                     "kg CO2e per job of every policy as ratios to it.", show_default=False),
     ] = None,
     workers: Annotated[
         int | None,
@@ -505,23 +563,64 @@ def simulate(
             raise ThriftyError(f"--workers must be at least 1, got {workers}")
         if json_path is not None and not json_path.parent.is_dir():
             raise ThriftyError(f"{json_path}: --json folder {json_path.parent} does not exist")
+        if ledger is not None and not ledger.parent.is_dir():
+            raise ThriftyError(f"{ledger}: --ledger folder {ledger.parent} does not exist")
+        if baseline is not None:
+            check_policy(baseline, seed)
+        if plot is not None:
+            from thrifty.sim.plots import check_plot_path
+
+            check_plot_path(plot)
         pairs = plan_runs(
             workloads,
             cluster,
-            parse_policies(policy),
+            with_baseline(parse_policies(policy), baseline),
             resolve_data(data),
             seed=seed,
             interval=interval,
             restart_delay=restart_delay,
             load=load,
+            prices=prices,
+            carbon=carbon,
+            budgets=budgets,
+            keep_ledger=ledger is not None,
         )
     except ThriftyError as err:
         _fail(err)
     outcomes = _run_and_show(pairs, workers, title=f"{cluster}: {len(pairs)} simulations")
+    ratios = baseline_rows(outcomes, baseline) if baseline is not None else []
+    if ratios:
+        results_console().print(baseline_table(ratios, str(baseline)))
+    if ledger is not None:
+        ledger.write_text(json.dumps(ledger_payload(outcomes), default=_json_number) + "\n")
     if json_path is not None:
-        json_path.write_text(json.dumps({"runs": json_rows(outcomes)}, indent=2) + "\n")
+        payload: dict[str, Any] = {"runs": json_rows(outcomes)}
+        if baseline is not None:
+            payload["vs_baseline"] = [
+                {k: _json_number(v) for k, v in row.items()} for row in ratios
+            ]
+        json_path.write_text(json.dumps(payload, indent=2) + "\n")
+    if plot is not None:
+        write_plot(outcomes, plot, cluster)
     if _report_failures(outcomes):
         raise typer.Exit(EXIT_RUN_FAILED)
+
+
+def write_plot(outcomes: Sequence[Outcome], path: Path, cluster: str) -> bool:
+    """Draw the successful pairs into one comparison figure; False when none succeeded."""
+    from thrifty.sim.plots import PlotRun, save_comparison
+
+    runs = [
+        PlotRun(o.pair.spec.policy, o.pair.label, o.summary.jcts_s, o.summary.gpus_in_use)
+        for o in outcomes
+        if o.summary is not None
+    ]
+    if not runs:
+        return False
+    spec = load_cluster(cluster)
+    save_comparison(runs, path, capacity=spec.num_gpus,
+                    title=f"{spec.name}: {spec.num_gpus} GPUs")
+    return True
 
 
 def _run_and_show(pairs: Sequence[Pair], workers: int | None, title: str) -> list[Outcome]:
@@ -613,6 +712,112 @@ def run_demo(jobs: int = DEMO_JOBS, workers: int | None = None, data: Path | Non
     )
     if _report_failures(outcomes):
         raise typer.Exit(EXIT_RUN_FAILED)
+
+
+# --------------------------------------------------------------------------------------------
+# thrifty workload: larger workloads and clusters sampled from measured ones
+# --------------------------------------------------------------------------------------------
+
+workload_app = typer.Typer(
+    help="Sample larger clusters and workloads from measured ones.", no_args_is_help=True
+)
+app.add_typer(workload_app, name="workload")
+register(app)  # thrifty report, thrifty advise (cli_accounting.py)
+
+
+@workload_app.command("generate")
+def workload_generate(
+    bases: Annotated[
+        list[Path],
+        typer.Argument(help="Base workload CSV files or folders: the jobs and gaps to resample.",
+                       show_default=False),
+    ],
+    cluster: Annotated[
+        str,
+        typer.Option("--cluster", "-c", show_default=False,
+                     help=f"Base cluster ({', '.join(BUILTIN_CLUSTERS)}) or a cluster TOML file."),
+    ],
+    cluster_out: Annotated[
+        Path, typer.Option(help="Where to write the scaled cluster TOML.", show_default=False)
+    ],
+    workload_out: Annotated[
+        Path, typer.Option(help="Where to write the generated workload CSV.", show_default=False)
+    ],
+    node_scale: Annotated[
+        float, typer.Option(help="Nodes of every group of the base cluster × this.")
+    ] = 1.0,
+    rate_scale: Annotated[
+        float | None,
+        typer.Option(help="Jobs arrive this many times as fast as in the bases "
+                     "(default: the node scale, the same load per GPU).", show_default=False),
+    ] = None,
+    duration: Annotated[
+        str | None,
+        typer.Option(help="Arrivals span this long: seconds or 30m, 8h, 1d (default: as long "
+                     "as the longest base).", show_default=False),
+    ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(help="Generate exactly this many jobs instead of a duration.",
+                     show_default=False),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed: the same inputs and seed give the same files.")]
+    = 0,
+    name: Annotated[
+        str | None,
+        typer.Option(help="Name of the generated cluster (default: <base>x<node scale>).",
+                     show_default=False),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Overwrite existing output files.")] = False,
+    data: Annotated[
+        Path | None,
+        typer.Option(help="Folder of measured profiles, to check the applications (default: "
+                     "$THRIFTY_DATA or shared/data nearby).", show_default=False),
+    ] = None,
+) -> None:
+    """Scale a cluster and resample a workload from measured ones, e.g. 32× nodes and arrivals."""
+    from thrifty.sim import generate
+
+    try:
+        for path, flag in ((cluster_out, "--cluster-out"), (workload_out, "--workload-out")):
+            _check_output(path, flag, force)
+        base_cluster = load_cluster(cluster)
+        applications = ProfileSet(resolve_data(data), base_cluster.profiles).applications
+        files = workload_files(bases)
+        loaded = [load_workload(path, applications) for path in files]
+        scaled = generate.scale_cluster(base_cluster, node_scale, name)
+        seconds = None if duration is None else generate.parse_duration(duration)
+        workload = generate.generate_workload(
+            loaded, rate_scale=node_scale if rate_scale is None else rate_scale,
+            duration=seconds, jobs=jobs, seed=seed, name=workload_out.stem,
+        )
+    except ThriftyError as err:
+        _fail(err)
+    origin = (f"thrifty workload generate: {base_cluster.name} x {node_scale:g} nodes, "
+              f"seed {seed}")
+    cluster_out.write_text(generate.cluster_toml(scaled, comment=origin))
+    workload_out.write_text(generate.workload_csv(workload))
+    rows = generate.comparison(loaded, base_cluster, workload, scaled)
+    results_console().print(generate_table(rows))
+    sys.stderr.write(f"wrote {cluster_out} and {workload_out}\n")
+
+
+def _check_output(path: Path, flag: str, force: bool) -> None:
+    if not path.parent.is_dir():
+        raise ThriftyError(f"{path}: {flag} folder {path.parent} does not exist")
+    if path.exists() and not force:
+        raise ThriftyError(f"{path}: {flag} exists; pass --force to overwrite it")
+
+
+def generate_table(rows: Sequence[tuple[str, str, str]]) -> Table:
+    """Base against generated, one figure per row."""
+    table = Table(title="thrifty workload generate", header_style="bold")
+    table.add_column("")
+    table.add_column("base", justify="right")
+    table.add_column("generated", justify="right")
+    for row in rows:
+        table.add_row(*row)
+    return table
 
 
 if __name__ == "__main__":

@@ -83,3 +83,14 @@ def test_missing_or_malformed_profile_files_name_the_file(tmp_path: Path, data_r
     (app_dir / "placements.csv").write_text("placement,local_bsz,step_time,sync_time\n1,8,0.1,0\n")
     with pytest.raises(InputError, match=r"scalability.csv: profile file not found"):
         ProfileSet(root, "pollux").get("tiny", ("aws",))
+
+
+def test_beyond_the_profiled_nodes_the_time_is_held_flat(data_root: Path) -> None:
+    """Scaled clusters spread jobs over more nodes than were measured: they must still run."""
+    rtx = ProfileSet(data_root, "sia").get("cifar10", ("aws", "dgx-ext", "rtx")).kind("rtx")
+    widest = rtx.step_time((8, 8, 8), 64)  # 3 nodes × 8: the largest measured RTX shape
+    assert widest is not None
+    assert rtx.step_time((8, 8, 8, 8, 8), 64) == widest
+    assert rtx.step_time((4, 4, 4, 4, 4, 4), 64) == widest  # 24 GPUs on 6 nodes
+    narrower = rtx.step_time((4, 4, 4), 64)  # inside the measurements: interpolated as before
+    assert narrower is not None and narrower != widest

@@ -10,7 +10,7 @@ from observed step times by bounded least squares on their logarithms.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass
 from typing import Any
 
 import numpy as np
@@ -178,8 +178,14 @@ def _loss_and_grad(
     return float(loss), grad
 
 
-def fit_throughput(observations: Sequence[StepObservation]) -> ThroughputParams:
+def fit_throughput(
+    observations: Sequence[StepObservation], initial: ThroughputParams | None = None
+) -> ThroughputParams:
     """Fit the seven parameters to observed step and sync times (bounded L-BFGS-B on log-errors).
+
+    `initial` warm-starts the search from an earlier fit of the same job: a job refits every
+    time it sees a new configuration, and the previous answer is close, so the search converges
+    in a fraction of the iterations.
 
     Parameters the observations cannot identify are pinned, as Pollux does: α_c at half the compute
     time when only one micro-batch size was seen, the inter-node terms without multi-node runs, the
@@ -198,9 +204,12 @@ def fit_throughput(observations: Sequence[StepObservation]) -> ThroughputParams:
         raise ThriftyError("observed step times must be positive and larger than their sync times")
     computes = steps - syncs
 
-    x0 = np.array([1e-1, 1e-2] * 3 + [1.0 + 1e-3])
     lower = np.array([_FLOOR] * 6 + [1.0])
     upper = np.array([np.inf] * 6 + [_MAX_GAMMA])
+    x0 = np.array([1e-1, 1e-2] * 3 + [1.0 + 1e-3])
+    if initial is not None:
+        x0 = np.clip(np.array(astuple(initial), dtype=float), lower, upper)
+        x0[:6] = np.maximum(x0[:6], 1e-4)  # off the floor, where the priors' gradients are huge
 
     def pin(index: int, value: float) -> None:
         x0[index] = lower[index] = upper[index] = value

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
 
 from thrifty.errors import ThriftyError
@@ -63,7 +64,7 @@ class NodeView:
 class ClusterView:
     nodes: tuple[NodeView, ...]
 
-    @property
+    @cached_property
     def kinds(self) -> tuple[str, ...]:
         return tuple(sorted({n.gpu_kind for n in self.nodes}))
 
@@ -95,8 +96,11 @@ class JobView:
     """What a policy knows about one active job.
 
     `attained_service` is in GPU-seconds. `max_replicas` is the most GPUs the job may use now
-    (adaptive jobs grow into placements gradually). `requested_*` is the owner's own request,
-    which rigid policies honour. `restart_seconds` is the policy's estimate of a restart's cost.
+    (adaptive jobs grow into placements gradually, by Pollux's rule: twice what they have run
+    with); `replica_limit` is the most it could ever use (its largest batch at the smallest
+    per-GPU batch), for a policy that explores by a rule of its own. `requested_*` is the
+    owner's own request, which rigid policies honour. `restart_seconds` is the policy's estimate
+    of a restart's cost.
     """
 
     id: str
@@ -110,6 +114,7 @@ class JobView:
     attained_service: float = 0.0
     min_replicas: int = 0
     max_replicas: int = 64
+    replica_limit: int | None = None
     requested_replicas: int | None = None
     requested_batch_size: int | None = None
     restart_seconds: float = 30.0

@@ -14,6 +14,8 @@ POLICIES: dict[str, str] = {
     "gavel": "thrifty.policy.gavel:GavelPolicy",
     "gavel-ftf": "thrifty.policy.gavel:GavelFtfPolicy",
     "pollux": "thrifty.policy.pollux:PolluxPolicy",
+    "sia": "thrifty.policy.sia:SiaPolicy",
+    "thrifty": "thrifty.policy.thrifty:ThriftyPolicy",
 }
 
 

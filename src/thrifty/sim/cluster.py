@@ -9,6 +9,8 @@ cluster is a TOML file:
     restart_delay = 30            # seconds per re-allocation, or a table per application
     [slowdown]                    # optional: measured throughput is divided by these
     cifar10 = 1.8
+    [local_bsz_caps.deepspeech2]  # optional: most samples per GPU, by kind ("*": every kind)
+    rtx = 57
     [[nodes]]
     kind = "aws"                  # a GPU kind with profiles: aws, rtx, dgx-ext
     count = 4                     # nodes of this shape
@@ -130,6 +132,25 @@ def _positive(path: str, value: Any, what: str, integer: bool = False) -> float:
     return value
 
 
+def _caps(path: str, raw: Any, kinds: tuple[str, ...]) -> dict[str, dict[str, int]]:
+    """`[local_bsz_caps.<application>]` tables of per-GPU batch caps by kind ("*": any kind)."""
+    if not isinstance(raw, dict):
+        raise InputError(path, "must be a table of [local_bsz_caps.<application>] tables",
+                         field="local_bsz_caps")
+    caps: dict[str, dict[str, int]] = {}
+    for app, table in raw.items():
+        where = f"local_bsz_caps.{app}"
+        if not isinstance(table, dict):
+            raise InputError(path, "must be a table of GPU kind = samples per GPU", field=where)
+        for kind in table:
+            if kind != "*" and kind not in kinds:
+                raise InputError(path, f"unknown GPU kind {kind!r} (known: {', '.join(kinds)}, "
+                                 "or \"*\" for all)", field=f"{where}.{kind}")
+        caps[app] = {k: int(_positive(path, v, f"{where}.{k}", integer=True))
+                     for k, v in table.items()}
+    return caps
+
+
 def load_cluster(name_or_path: str) -> ClusterSpec:
     """A built-in cluster by name, or one described by a TOML file."""
     if name_or_path in BUILTIN_CLUSTERS:
@@ -178,6 +199,7 @@ def load_cluster(name_or_path: str) -> ClusterSpec:
     slowdown = {k: _positive(p, v, f"slowdown.{k}") for k, v in data.get("slowdown", {}).items()}
     if any(v == 0 for v in slowdown.values()):
         raise InputError(p, "a slowdown must be positive", field="slowdown")
+    caps = _caps(p, data.get("local_bsz_caps", {}), PROFILE_KINDS[profiles])
     try:
         return ClusterSpec(
             name=str(data.get("name", path.stem)),
@@ -185,6 +207,7 @@ def load_cluster(name_or_path: str) -> ClusterSpec:
             profiles=profiles,
             restart_delay=restart,
             slowdown=slowdown,
+            local_bsz_caps=caps,
         )
     except ThriftyError as err:
         raise InputError(p, str(err)) from None

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+import numpy as np
+
 from thrifty.goodput import (
     BatchLimits,
     GoodputModel,
@@ -17,7 +19,6 @@ from thrifty.goodput import (
     StepObservation,
     ThroughputParams,
     fit_throughput,
-    gain,
     growth_cap,
     split_batch,
 )
@@ -56,6 +57,7 @@ class SimJob:
     )
     grad: tuple[float, float] | None = None
     _params: dict[str, ThroughputParams] = field(default_factory=dict)
+    _stale: set[str] = field(default_factory=set)
     _model: GoodputModel | None = None
 
     def __post_init__(self) -> None:
@@ -73,6 +75,13 @@ class SimJob:
             self.target_batch = FIXED_ADAPTIVE[app][0]
         else:
             self.target_batch = None
+        # Looked up once: the cluster's settings do not change during a run, and these are read
+        # on every simulated step.
+        self._kinds = self.cluster.kinds
+        self._slowdown = float(
+            self.cluster.slowdown.get(app, self.cluster.slowdown.get("*", 1.0))
+        )
+        self.restart_delay = self.cluster.delay(app)
 
     @property
     def name(self) -> str:
@@ -94,22 +103,26 @@ class SimJob:
         return self.allocation.num_replicas if self.allocation else 0
 
     # --- what the job knows about itself -------------------------------------------------
-    def _record(self, kind: str, nodes: int, replicas: int, step: float, sync: float) -> None:
+    def _record(
+        self, kind: str, nodes: int, replicas: int, step: float, sync: float, atomic: int
+    ) -> None:
         key = _ANY_KIND if self.merge_kinds else kind
         seen = self.observations.setdefault(key, {})
-        config = (nodes, replicas, self.atomic_bsz)
+        config = (nodes, replicas, atomic)
         if config in seen:
             return
         seen[config] = (step, sync)
-        self._params.pop(key, None)  # refitted lazily: rigid jobs never need a model
+        self._stale.add(key)  # refitted lazily: rigid jobs never need a model
         self._model = None
 
     def _fitted(self) -> dict[str, ThroughputParams]:
-        for key, seen in self.observations.items():
-            if key not in self._params:
-                self._params[key] = fit_throughput(
-                    [StepObservation(n, r, b, s, y) for (n, r, b), (s, y) in seen.items()]
-                )
+        for key in self._stale:
+            self._params[key] = fit_throughput(
+                [StepObservation(n, r, b, s, y)
+                 for (n, r, b), (s, y) in self.observations[key].items()],
+                initial=self._params.get(key),
+            )
+        self._stale.clear()
         return self._params
 
     def model(self) -> GoodputModel | None:
@@ -118,7 +131,7 @@ class SimJob:
             return None
         if self._model is None:
             params = self._fitted()
-            kinds = self.cluster.kinds
+            kinds = self._kinds
             if self.merge_kinds:
                 throughput = {k: params[_ANY_KIND] for k in kinds}
                 seen = max(r for (_, r, _) in self.observations[_ANY_KIND])
@@ -139,27 +152,46 @@ class SimJob:
             self._model = replace(self._model, progress=self.progress)
         return self._model
 
+    def profile_kinds(self, batches: int = 3) -> None:
+        """Measure one GPU of every kind at a few micro-batch sizes, as a heterogeneity-aware
+        scheduler does when a job arrives (Sia's bootstrapping), so that its first placement can
+        already compare kinds. Profiling takes seconds of real time; it is not charged here."""
+        for kind in self.cluster.kinds:
+            if kind not in self.profile.kinds:
+                continue
+            low = self.profile.kind(kind).min_local_bsz
+            high = max(low, self.local_max(kind, (1,)))
+            for atomic in np.unique(np.rint(np.geomspace(low, high, batches))).astype(int).tolist():
+                measured = self._true_step(kind, (1,), atomic)
+                if measured is not None:
+                    self._record(kind, 1, 1, measured[0], measured[1], atomic)
+        if self.grad is None:
+            self.grad = self.profile.grad_stats(float(self.limits.init_batch_size), 0)
+
     def view(self, now: float, restart_estimate: float) -> JobView:
         model = self.model() if self.adaptive else None
         app = self.spec.application
         if self.adaptive and app in FIXED_ADAPTIVE:
-            cap = FIXED_ADAPTIVE[app][1]
+            cap = limit = FIXED_ADAPTIVE[app][1]
         elif self.adaptive:
             explored = max((max(r for (_, r, _) in o) for o in self.observations.values()),
                            default=0)
             cap = growth_cap(explored, self.limits)
+            limit = self.limits.max_replicas()
         else:
-            cap = self.spec.num_replicas
+            cap = limit = self.spec.num_replicas
         return JobView(
             id=self.name,
             submit_time=self.spec.submit_time,
             application=app,
+            owner=self.spec.owner,
             model=model,
             limits=self.limits,
             allocation=self.allocation,
             restarts=self.restarts or 0,
             attained_service=self.attained_service,
             max_replicas=min(cap, self.max_replicas_cap),
+            replica_limit=min(limit, self.max_replicas_cap),
             requested_replicas=self.spec.num_replicas,
             requested_batch_size=self.spec.batch_size,
             restart_seconds=restart_estimate,
@@ -189,9 +221,7 @@ class SimJob:
         measured = self.profile.kind(kind).step_time(tuple(placement), int(atomic))
         if measured is None:
             return None
-        slow = self.cluster.slowdown.get(
-            self.spec.application, self.cluster.slowdown.get("*", 1.0)
-        )
+        slow = self._slowdown
         return measured[0] * slow, measured[1] * slow
 
     # --- choosing the batch size ---------------------------------------------------------
@@ -201,8 +231,9 @@ class SimJob:
             return
         kind, nodes, replicas = alloc.kind, alloc.num_nodes, alloc.num_replicas
         cap = self.local_max(kind, alloc.placement())
-        model = self.model()
         target = self.target_batch
+        # Only a job choosing its own batch needs its model (fitting one is the costly part).
+        model = self.model() if target is None else None
         if target is None and model is None:
             target = max(self.limits.init_batch_size, self.limits.min_local_bsz * replicas)
         if target is None:
@@ -226,7 +257,7 @@ class SimJob:
             return
         self.allocation = allocation
         self.choose_batch()
-        self.restart_left = self.cluster.delay(self.spec.application)
+        self.restart_left = self.restart_delay
         self.restarts = 0 if self.restarts is None else self.restarts + 1
 
     def _charge(self, seconds: float) -> None:
@@ -258,10 +289,12 @@ class SimJob:
             batch = self.batch_size
             sqr, var = self.profile.grad_stats(float(batch), self.epoch)
             self.grad = (sqr, var)
-            self._record(alloc.kind, alloc.num_nodes, alloc.num_replicas, step, sync)
+            self._record(
+                alloc.kind, alloc.num_nodes, alloc.num_replicas, step, sync, self.atomic_bsz
+            )
             step_total = step + (step - sync) * self.accum_steps
-            rate = float(gain(GradientStats(sqr, var), self.limits.init_batch_size, batch))
-            rate /= step_total  # scale-invariant iterations per second
+            # scale-invariant iterations per second
+            rate = self.profile.progress_gain(batch, self.epoch) / step_total
             target = float(self.profile.epoch_progress[self.epoch])
             if self.progress + rate * seconds < target:
                 self.progress += rate * seconds
@@ -278,7 +311,8 @@ class SimJob:
                 if self.epoch >= self.profile.epochs:
                     self.completion_time = now
                     return
-            self.choose_batch()  # with what was just learned, for the rest of the interval
+            if self.target_batch is None:  # a fixed target splits the same way until moved
+                self.choose_batch()  # with what was just learned, for the rest of the interval
 
     @property
     def done(self) -> bool:

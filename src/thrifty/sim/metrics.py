@@ -9,7 +9,8 @@ policy, so that every policy is held to the same yardstick.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -36,6 +37,20 @@ class Summary:
     policy_round_p95_s: float
     wall_s: float
     jobs: int
+    # The simulator's own wall seconds per round (all but the policy), median and p95.
+    sim_round_median_s: float = 0.0
+    sim_round_p95_s: float = 0.0
+    peak_jobs_in_flight: int = 0  # most jobs submitted and unfinished at once
+    # Per-job and per-round series for figures: left out of `row()` to keep the JSON small.
+    jcts_s: tuple[float, ...] = field(default=(), repr=False)
+    gpus_in_use: tuple[tuple[float, int], ...] = field(default=(), repr=False)
+    # Cost, energy and carbon of the run, from its ledger (sim/costing.py): every allocated
+    # GPU-hour is billed, idle and restart time included; NaN where the run was not priced.
+    usd: float = float("nan")
+    kwh: float = float("nan")
+    kgco2e: float = float("nan")
+    allocated_gpu_hours: float = float("nan")
+    ledger: Any = field(default=None, repr=False, compare=False)
 
     def row(self) -> dict[str, object]:
         """The JSON record of one (policy, workload) run."""
@@ -55,6 +70,13 @@ class Summary:
             "policy_round_p95_s": self.policy_round_p95_s,
             "wall_s": self.wall_s,
             "jobs": self.jobs,
+            "sim_round_median_s": self.sim_round_median_s,
+            "sim_round_p95_s": self.sim_round_p95_s,
+            "peak_jobs_in_flight": self.peak_jobs_in_flight,
+            "allocated_gpu_hours": self.allocated_gpu_hours,
+            "usd": self.usd,
+            "kwh": self.kwh,
+            "kgco2e": self.kgco2e,
         }
 
 
@@ -126,6 +148,16 @@ def finish_time_fairness(
     return (job.completion_time - job.submit_time) / fair if np.isfinite(fair) else float("nan")
 
 
+def peak_in_flight(jobs: list[JobRecord]) -> int:
+    """Most jobs between submission and completion at any instant (a finish frees first)."""
+    events = sorted([(j.submit_time, 1) for j in jobs] + [(j.completion_time, -1) for j in jobs])
+    level = peak = 0
+    for _, step in events:
+        level += step
+        peak = max(peak, level)
+    return peak
+
+
 def summarize(
     result: SimResult, cluster: ClusterSpec, profiles: dict[str, AppProfile]
 ) -> Summary:
@@ -136,6 +168,7 @@ def summarize(
             kinds[kind] = kinds.get(kind, 0.0) + seconds / 3600
     ftf = [finish_time_fairness(j, profiles[j.application], cluster) for j in result.jobs]
     rounds = np.array(result.round_seconds) if result.round_seconds else np.zeros(1)
+    overhead = np.array(result.sim_round_seconds) if result.sim_round_seconds else np.zeros(1)
     first = min(j.submit_time for j in result.jobs)
     return Summary(
         policy=result.policy,
@@ -153,4 +186,9 @@ def summarize(
         policy_round_p95_s=float(np.percentile(rounds, 95)),
         wall_s=result.wall_seconds,
         jobs=len(result.jobs),
+        sim_round_median_s=float(np.median(overhead)),
+        sim_round_p95_s=float(np.percentile(overhead, 95)),
+        peak_jobs_in_flight=peak_in_flight(result.jobs),
+        jcts_s=tuple(float(x) for x in jcts),
+        gpus_in_use=tuple(result.gpus_in_use),
     )

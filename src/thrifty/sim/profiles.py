@@ -19,6 +19,7 @@ import numpy as np
 from scipy.interpolate import LinearNDInterpolator, interp1d
 
 from thrifty.errors import InputError, ThriftyError
+from thrifty.goodput import GradientStats, gain
 
 # Training length in epochs, as the Pollux artifact ran each model.
 TRAINING_EPOCHS: Mapping[str, int] = {
@@ -29,7 +30,6 @@ TRAINING_EPOCHS: Mapping[str, int] = {
     "ncf": 10,
     "yolov3": 50,
 }
-_MAX_PROFILED_NODES = 16  # the scalability runs reach 16 nodes; beyond, the time is held flat
 
 
 def _read_rows(path: Path, required: tuple[str, ...]) -> list[dict[str, str]]:
@@ -116,6 +116,15 @@ class KindProfile:
         self.min_local_bsz = int(min(v[0] for vs in by_placement.values() for v in vs))
         self.max_local_bsz = int(max(v[0] for vs in by_placement.values() for v in vs))
         self._nd = LinearNDInterpolator(table[:, :3], table[:, 3:])
+        # The measurements end at some size (16 T4 nodes, but only 3 RTX and 2 A100 nodes):
+        # beyond it the time is held flat at the largest measured shape, so that a job spread
+        # over more nodes than were profiled (clusters scaled past the papers') still runs.
+        shapes_seen = table[:, :2].astype(int)
+        self._max_nodes = int(shapes_seen[:, 0].max())
+        self._max_replicas = {
+            n: int(shapes_seen[shapes_seen[:, 0] == n, 1].max())
+            for n in np.unique(shapes_seen[:, 0]).tolist()
+        }
 
     @functools.cache  # noqa: B019 - profiles live for the whole process
     def max_local_bsz_at(self, placement: tuple[int, ...]) -> int:
@@ -141,8 +150,9 @@ class KindProfile:
             except ValueError:
                 return None
         else:
-            nodes = min(len(key), _MAX_PROFILED_NODES)
-            step, sync = self._nd([nodes, sum(key), atomic_bsz])[0]
+            nodes = min(len(key), self._max_nodes)
+            replicas = min(sum(key), self._max_replicas[nodes]) if len(key) > nodes else sum(key)
+            step, sync = self._nd([nodes, replicas, atomic_bsz])[0]
         if not (np.isfinite(step) and np.isfinite(sync)) or step <= 0:
             return None
         return float(step), float(sync)
@@ -207,6 +217,16 @@ class AppProfile:
         sqr = (1 - w) * a.grad_sqr[epoch] + w * b.grad_sqr[epoch]
         var = (1 - w) * a.grad_var[epoch] + w * b.grad_var[epoch]
         return float(sqr), float(var)
+
+    @functools.cache  # noqa: B019
+    def progress_gain(self, batch_size: int, epoch: int) -> float:
+        """Scale-invariant iterations one step at `batch_size` makes during `epoch`.
+
+        The simulator asks this for every simulated step of every job; the answer depends on the
+        batch and epoch alone, so it is computed once per pair.
+        """
+        stats = GradientStats(*self.grad_stats(float(batch_size), epoch))
+        return float(gain(stats, self.init_batch_size, batch_size))
 
     def iterations(self, batch_size: float, epoch: int) -> float:
         """Optimizer steps after `epoch` epochs at a fixed total batch (Optimus's oracle)."""

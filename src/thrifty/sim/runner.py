@@ -6,8 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from thrifty.accounting.budgets import load_budgets
 from thrifty.policy.registry import make_policy
 from thrifty.sim.cluster import load_cluster
+from thrifty.sim.costing import load_tariff, metered, run_ledger, with_costs
 from thrifty.sim.engine import SimSettings, simulate
 from thrifty.sim.metrics import Summary, summarize
 from thrifty.sim.profiles import ProfileSet
@@ -24,6 +26,10 @@ class RunSpec:
     interval: float = 60.0
     restart_delay: float | None = None
     load: float = 1.0
+    prices: Path | None = None  # price sheet TOML (default: the built-in sheet)
+    carbon: str | None = None  # region, CSV or gCO2/kWh (default: the sheet's region)
+    budgets: Path | None = None  # budget TOML: caps enforced while simulating
+    keep_ledger: bool = False  # return the whole ledger with the summary
 
 
 def run(spec: RunSpec, on_round: Callable[[int, int], None] | None = None) -> Summary:
@@ -32,8 +38,11 @@ def run(spec: RunSpec, on_round: Callable[[int, int], None] | None = None) -> Su
     workload = load_workload(spec.workload, profiles.applications)
     if spec.load != 1.0:
         workload = scale_load(workload, spec.load)
-    policy = make_policy(spec.policy, seed=spec.seed)
+    tariff = load_tariff(spec.data_root, cluster.kinds, spec.prices, spec.carbon)
+    book = load_budgets(spec.budgets) if spec.budgets is not None else None
+    policy = metered(make_policy(spec.policy, seed=spec.seed), tariff, book, spec.interval)
     settings = SimSettings(interval=spec.interval, restart_delay=spec.restart_delay)
     result = simulate(workload, cluster, policy, profiles, settings, on_round=on_round)
     apps = {j.application: profiles.get(j.application, cluster.kinds) for j in workload.jobs}
-    return summarize(result, cluster, apps)
+    ledger = run_ledger(result, workload, policy, tariff, spec.interval)
+    return with_costs(summarize(result, cluster, apps), ledger, spec.keep_ledger)

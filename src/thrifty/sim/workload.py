@@ -2,7 +2,8 @@
 
 A workload is a CSV file `name,time,application,num_replicas,batch_size` (time in seconds from
 the start). `num_replicas,batch_size` are the owner's request: rigid policies honour them,
-adaptive ones may ignore them.
+adaptive ones may ignore them. Optional columns `user` and `team` say whose job it is, for
+accounting and budgets; files without them load unchanged.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from thrifty.errors import InputError
 
 COLUMNS = ("name", "time", "application", "num_replicas", "batch_size")
+OWNER_COLUMNS = ("user", "team")  # optional
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,15 @@ class JobSpec:
     application: str
     num_replicas: int
     batch_size: int
+    user: str = ""
+    team: str = ""
+
+    @property
+    def owner(self) -> str:
+        """`team/user` (see thrifty.accounting.ledger.split_owner), or "" when unowned."""
+        if not self.team and not self.user:
+            return ""
+        return f"{self.team or self.user}/{self.user or self.team}"
 
 
 @dataclass(frozen=True)
@@ -43,6 +54,13 @@ def _field(path: Path, line: int, row: dict[str, str], column: str, cast: type) 
     if value < 0 or (column in ("num_replicas", "batch_size") and value < 1):
         raise InputError(str(path), f"must be positive, got {text!r}", line, column)
     return value
+
+
+def _owner_field(path: Path, line: int, row: dict[str, str], column: str) -> str:
+    text = (row.get(column) or "").strip()
+    if "/" in text:
+        raise InputError(str(path), f"must not contain '/', got {text!r}", line, column)
+    return text
 
 
 def load_workload(path: Path, applications: Iterable[str] | None = None) -> Workload:
@@ -81,6 +99,8 @@ def load_workload(path: Path, applications: Iterable[str] | None = None) -> Work
                 application=app,
                 num_replicas=int(_field(path, line, row, "num_replicas", int)),
                 batch_size=int(_field(path, line, row, "batch_size", int)),
+                user=_owner_field(path, line, row, "user"),
+                team=_owner_field(path, line, row, "team"),
             ))
     if not jobs:
         raise InputError(str(path), "no jobs in the workload")
@@ -108,7 +128,8 @@ def scale_load(workload: Workload, load: float) -> Workload:
     if load <= 0:
         raise InputError(str(workload.path), f"relative load must be positive, got {load}")
     jobs = tuple(
-        JobSpec(j.name, j.submit_time / load, j.application, j.num_replicas, j.batch_size)
+        JobSpec(j.name, j.submit_time / load, j.application, j.num_replicas, j.batch_size,
+                j.user, j.team)
         for j in workload.jobs
     )
     return Workload(f"{workload.name}@{load:g}x", workload.path, jobs)

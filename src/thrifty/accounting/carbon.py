@@ -1,0 +1,160 @@
+"""Carbon intensity of the grid (gCO2/kWh): one static figure per region, or a time series.
+
+A series is a step function: each reading holds until the next one. Simulated time 0 is the
+series' first reading, and a job that outlives the series sees it again from the start (a month
+of readings repeats), which keeps long simulations defined without inventing data.
+
+`best_start` is the carbon-aware scheduling rule: among start times from now until the latest one
+that still meets the deadline, pick the one whose run window has the lowest mean intensity.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from thrifty.errors import InputError, ThriftyError
+
+
+class CarbonIntensity(Protocol):
+    name: str
+
+    def mean_g_per_kwh(self, start_s: float, end_s: float) -> float:
+        """Time-weighted mean intensity over [start_s, end_s) (simulated seconds)."""
+        ...
+
+
+@dataclass(frozen=True)
+class StaticIntensity:
+    g_per_kwh: float
+    name: str = "static"
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.g_per_kwh) or self.g_per_kwh < 0:
+            raise ThriftyError(f"carbon intensity must be non-negative, got {self.g_per_kwh}")
+
+    def mean_g_per_kwh(self, start_s: float, end_s: float) -> float:
+        return self.g_per_kwh
+
+
+@dataclass(frozen=True, eq=False)
+class IntensitySeries:
+    """Readings at `offsets_s` (seconds from `origin`), each valid until the next."""
+
+    name: str
+    origin: datetime
+    offsets_s: np.ndarray
+    g_per_kwh: np.ndarray
+
+    def __post_init__(self) -> None:
+        if len(self.offsets_s) < 2 or len(self.offsets_s) != len(self.g_per_kwh):
+            raise ThriftyError(f"carbon series '{self.name}' needs at least two readings")
+        step = float(np.median(np.diff(self.offsets_s)))
+        object.__setattr__(self, "_period", float(self.offsets_s[-1] + step))
+        widths = np.diff(np.append(self.offsets_s, self._period))
+        cumulative = np.concatenate([[0.0], np.cumsum(widths * self.g_per_kwh)])
+        object.__setattr__(self, "_cum", cumulative)
+
+    @property
+    def period_s(self) -> float:
+        return self._period  # type: ignore[attr-defined]
+
+    def _integral(self, t: float) -> float:
+        """∫ intensity dt from 0 to t, the series repeating with its period."""
+        laps, rest = divmod(t, self.period_s)
+        cum = self._cum  # type: ignore[attr-defined]
+        i = int(np.searchsorted(self.offsets_s, rest, side="right")) - 1
+        return laps * cum[-1] + cum[i] + (rest - self.offsets_s[i]) * self.g_per_kwh[i]
+
+    def at(self, t_s: float) -> float:
+        rest = t_s % self.period_s
+        return float(self.g_per_kwh[int(np.searchsorted(self.offsets_s, rest, "right")) - 1])
+
+    def mean_g_per_kwh(self, start_s: float, end_s: float) -> float:
+        if end_s <= start_s:
+            return self.at(start_s)
+        return float((self._integral(end_s) - self._integral(start_s)) / (end_s - start_s))
+
+
+def load_intensity_series(path: Path, name: str | None = None) -> IntensitySeries:
+    """A CSV `Time,Carbon Intensity` (ISO times, gCO2/kWh), as in `shared/data/carbon/`."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(str(path), "carbon intensity file not found")
+    times: list[datetime] = []
+    values: list[float] = []
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames or []
+        if len(fields) < 2:
+            raise InputError(str(path), "expected columns Time,Carbon Intensity", line=1)
+        t_col, v_col = fields[0], fields[1]
+        for line, row in enumerate(reader, start=2):
+            try:
+                times.append(datetime.fromisoformat((row[t_col] or "").strip()))
+            except ValueError:
+                raise InputError(str(path), f"not a time: {row[t_col]!r}", line, t_col) from None
+            try:
+                value = float(row[v_col])
+            except (TypeError, ValueError):
+                raise InputError(str(path), f"not a number: {row[v_col]!r}", line, v_col) from None
+            if not math.isfinite(value) or value < 0:
+                raise InputError(str(path), f"intensity must be non-negative, got {value}", line,
+                                 v_col)
+            values.append(value)
+    if len(times) < 2:
+        raise InputError(str(path), "needs at least two readings")
+    offsets = np.array([(t - times[0]).total_seconds() for t in times])
+    if np.any(np.diff(offsets) <= 0):
+        raise InputError(str(path), "times must increase strictly")
+    return IntensitySeries(name or path.stem, times[0], offsets, np.array(values))
+
+
+def kg_co2e(kwh: float, g_per_kwh: float) -> float:
+    return kwh * g_per_kwh / 1000.0
+
+
+@dataclass(frozen=True)
+class StartChoice:
+    """When to start a deferrable job, and the intensity of starting now versus then."""
+
+    start_s: float
+    now_g_per_kwh: float
+    chosen_g_per_kwh: float
+
+    @property
+    def saving_fraction(self) -> float:
+        if self.now_g_per_kwh <= 0:
+            return 0.0
+        return 1.0 - self.chosen_g_per_kwh / self.now_g_per_kwh
+
+
+def best_start(
+    intensity: CarbonIntensity,
+    ready_s: float,
+    duration_s: float,
+    deadline_s: float,
+    step_s: float = 900.0,
+) -> StartChoice:
+    """The start time in [ready, deadline − duration] (on a `step_s` grid) with the lowest mean
+    intensity over the run. A job that cannot meet its deadline even now starts now."""
+    if duration_s <= 0:
+        raise ThriftyError(f"a job's duration must be positive, got {duration_s}")
+    if step_s <= 0:
+        raise ThriftyError(f"the search step must be positive, got {step_s}")
+    now = intensity.mean_g_per_kwh(ready_s, ready_s + duration_s)
+    latest = deadline_s - duration_s
+    best_t, best_g = ready_s, now
+    t = ready_s + step_s
+    while t <= latest + 1e-9:
+        g = intensity.mean_g_per_kwh(t, t + duration_s)
+        if g < best_g - 1e-12:
+            best_t, best_g = t, g
+        t += step_s
+    return StartChoice(best_t, now, best_g)

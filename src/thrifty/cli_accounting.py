@@ -1,0 +1,370 @@
+"""The accounting commands: `thrifty report` over a ledger, `thrifty advise` on instances, and the
+cost pieces of `thrifty simulate` (the savings table against a baseline, the ledger file).
+
+Kept apart from cli.py so that the accounting surface lives in one place; cli.py registers these
+commands and calls the helpers.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from thrifty.accounting.ledger import GroupBy, Ledger, ReportRow, report, spend_over_time
+from thrifty.errors import ThriftyError
+
+EXIT_BAD_INPUT = 2
+RATIO_FIELDS = (
+    # (header, Summary attribute)
+    ("GPU-h", "allocated_gpu_hours"),
+    ("USD", "usd"),
+    ("kWh", "kwh"),
+    ("kg CO2e", "kgco2e"),
+)
+
+
+def _fail(err: BaseException) -> NoReturn:
+    sys.stderr.write(f"error: {' '.join(str(err).split())}\n")
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def _console() -> Console:
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 160)
+    return console
+
+
+def _f(value: float) -> str:
+    if not math.isfinite(value):
+        return "–"
+    size = abs(value)
+    return f"{value:.0f}" if size >= 100 else f"{value:.1f}" if size >= 10 else f"{value:.3g}"
+
+
+# --------------------------------------------------------------------------------------------
+# thrifty simulate: --baseline and --ledger
+# --------------------------------------------------------------------------------------------
+
+
+def with_baseline(policies: Sequence[str], baseline: str | None) -> list[str]:
+    """The policies to run: the baseline first if it is not among them already."""
+    names = list(policies)
+    if baseline and baseline not in names:
+        names.insert(0, baseline)
+    return names
+
+
+def baseline_rows(outcomes: Sequence[Any], baseline: str) -> list[dict[str, Any]]:
+    """Per workload and policy: GPU-hours, USD, kWh and kg CO2e per job, and each as a ratio to
+    the baseline on the same workload (< 1: the policy is cheaper)."""
+    done = [o for o in outcomes if o.summary is not None]
+    base = {o.pair.label: o.summary for o in done if o.pair.spec.policy == baseline}
+    rows = []
+    for o in done:
+        ref = base.get(o.pair.label)
+        if ref is None:
+            continue
+        s = o.summary
+        row: dict[str, Any] = {"workload": o.pair.label, "policy": o.pair.spec.policy,
+                               "jobs": s.jobs}
+        for _, attr in RATIO_FIELDS:
+            per_job = getattr(s, attr) / max(s.jobs, 1)
+            ref_per_job = getattr(ref, attr) / max(ref.jobs, 1)
+            row[f"{attr}_per_job"] = per_job
+            row[f"{attr}_ratio"] = per_job / ref_per_job if ref_per_job > 0 else float("nan")
+        rows.append(row)
+    return rows
+
+
+def baseline_table(rows: Sequence[dict[str, Any]], baseline: str) -> Table:
+    table = Table(title=f"Per job against {baseline} (users' own GPU counts and batch sizes)",
+                  header_style="bold")
+    table.add_column("workload")
+    table.add_column("policy")
+    for header, _ in RATIO_FIELDS:
+        table.add_column(f"{header}/job", justify="right")
+        table.add_column(f"× {baseline}", justify="right")
+    for row in rows:
+        cells = []
+        for _, attr in RATIO_FIELDS:
+            cells += [_f(row[f"{attr}_per_job"]), f"{row[f'{attr}_ratio']:.2f}"]
+        table.add_row(row["workload"], row["policy"], *cells)
+    policies = list(dict.fromkeys(r["policy"] for r in rows))
+    workloads = {r["workload"] for r in rows}
+    if len(workloads) > 1:
+        table.add_section()
+        for policy in policies:
+            mine = [r for r in rows if r["policy"] == policy]
+            cells = []
+            for _, attr in RATIO_FIELDS:
+                ratios = [r[f"{attr}_ratio"] for r in mine]
+                geo = math.exp(math.fsum(math.log(x) for x in ratios) / len(ratios)) if all(
+                    x > 0 for x in ratios) else float("nan")
+                cells += ["", f"{geo:.2f}"]
+            table.add_row(f"geomean of {len(mine)}", policy, *cells, style="bold")
+    return table
+
+
+def ledger_payload(outcomes: Sequence[Any]) -> dict[str, Any]:
+    """Every successful run's ledger, for `thrifty report`."""
+    return {
+        "runs": [
+            {"policy": o.pair.spec.policy, "workload": o.pair.label, **o.summary.ledger.to_dict()}
+            for o in outcomes
+            if o.summary is not None and o.summary.ledger is not None
+        ]
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# thrifty report
+# --------------------------------------------------------------------------------------------
+
+
+def load_ledgers(path: Path) -> list[tuple[str, Ledger]]:
+    """(run label, ledger) per run of a file written by `thrifty simulate --ledger`."""
+    if not path.is_file():
+        raise ThriftyError(f"{path}: ledger file not found (write one with thrifty simulate "
+                           "--ledger PATH)")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ThriftyError(f"{path}: not JSON ({err.msg}, line {err.lineno})") from None
+    runs = data.get("runs") if isinstance(data, dict) else None
+    if not isinstance(runs, list):
+        raise ThriftyError(f"{path}: not a thrifty ledger file (no 'runs' list)")
+    out = []
+    for i, run in enumerate(runs):
+        try:
+            out.append((f"{run['policy']} · {run['workload']}", Ledger.from_dict(run)))
+        except (KeyError, TypeError, ThriftyError) as err:
+            raise ThriftyError(f"{path}: run {i}: {err}") from None
+    return out
+
+
+def parse_since(text: str | None) -> float | None:
+    """Seconds of simulated time: a number, or with a unit: 90s, 30m, 6h, 2d."""
+    if text is None:
+        return None
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text)
+    if not match:
+        raise ThriftyError(f"--since must be a time such as 3600, 30m, 6h or 2d, got {text!r}")
+    unit = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    return float(match.group(1)) * unit
+
+
+def report_table(rows: Sequence[ReportRow], by: str, title: str) -> Table:
+    table = Table(title=title, header_style="bold")
+    table.add_column(by)
+    for header in ("jobs", "GPU-h", "by kind", "USD", "kWh", "kg CO2e", "restart GPU-h",
+                   "idle GPU-h", "queued h"):
+        table.add_column(header, justify="right")
+    for r in rows:
+        kinds = ", ".join(f"{k} {_f(v)}" for k, v in r.gpu_hours_by_kind.items())
+        table.add_row(r.key, str(r.jobs), _f(r.gpu_hours), kinds, _f(r.usd), _f(r.kwh),
+                      _f(r.kgco2e), _f(r.restart_gpu_hours), _f(r.idle_gpu_hours), _f(r.queue_h))
+    if rows:
+        table.add_section()
+        table.add_row("total", str(sum(r.jobs for r in rows)),
+                      _f(math.fsum(r.gpu_hours for r in rows)), "",
+                      *(_f(math.fsum(getattr(r, a) for r in rows))
+                        for a in ("usd", "kwh", "kgco2e", "restart_gpu_hours", "idle_gpu_hours",
+                                  "queue_h")), style="bold")
+    return table
+
+
+def plot_spend(ledgers: Sequence[tuple[str, Ledger]], path: Path, bucket_s: float = 3600) -> None:
+    """Spend (USD) and CO2 (kg) per hour per team, one column of panels per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(ledgers), figsize=(6 * len(ledgers), 6), squeeze=False,
+                             sharex="col")
+    for col, (label, ledger) in enumerate(ledgers):
+        for team, series in spend_over_time(ledger, bucket_s).items():
+            hours = [t / 3600 for t, _, _ in series]
+            axes[0][col].step(hours, [u for _, u, _ in series], where="post", label=team)
+            axes[1][col].step(hours, [k for _, _, k in series], where="post", label=team)
+        axes[0][col].set_title(label)
+        axes[0][col].set_ylabel("USD per hour")
+        axes[1][col].set_ylabel("kg CO2e per hour")
+        axes[1][col].set_xlabel("simulated hours")
+        axes[0][col].legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def report_command(
+    ledger: Annotated[Path, typer.Argument(help="Ledger JSON from thrifty simulate --ledger.",
+                                           show_default=False)],
+    by: Annotated[str, typer.Option(help="Group by job, user or team.")] = "team",
+    since: Annotated[str | None, typer.Option(
+        help="Only usage after this simulated time: seconds, or 30m, 6h, 2d.",
+        show_default=False)] = None,
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="Also write the rows as CSV.",
+                                                  show_default=False)] = None,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the rows as JSON.",
+                                                   show_default=False)] = None,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", help="Draw spend and CO2 over time per team to this image (.png, .pdf, .svg).",
+        show_default=False)] = None,
+) -> None:
+    """GPU-hours by kind, USD, kWh and kg CO2e per job, user or team, from a simulation's ledger."""
+    try:
+        if by not in ("job", "user", "team"):
+            raise ThriftyError(f"--by must be job, user or team, got {by!r}")
+        since_s = parse_since(since)
+        for option, target in (("--csv", csv_path), ("--json", json_path), ("--plot", plot)):
+            if target is not None and not target.parent.is_dir():
+                raise ThriftyError(f"{target}: {option} folder {target.parent} does not exist")
+        if plot is not None and plot.suffix.lower() not in (".png", ".pdf", ".svg"):
+            raise ThriftyError(f"{plot}: --plot must end in .png, .pdf or .svg")
+        runs = load_ledgers(ledger)
+    except ThriftyError as err:
+        _fail(err)
+    out = _console()
+    records: list[dict[str, Any]] = []
+    group: GroupBy = by  # type: ignore[assignment]
+    for label, book in runs:
+        rows = report(book, group, since_s)
+        window = "" if since_s is None else f", since {since}"
+        out.print(report_table(rows, by, f"{label}: by {by}{window}"))
+        records += [{"run": label, **r.to_dict()} for r in rows]
+    if csv_path is not None:
+        with csv_path.open("w", newline="") as f:
+            fields = ["run", "key", "jobs", "gpu_hours", "usd", "kwh", "kgco2e",
+                      "restart_gpu_hours", "idle_gpu_hours", "queue_h", "gpu_hours_by_kind"]
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            for r in records:
+                writer.writerow({**r, "gpu_hours_by_kind": json.dumps(r["gpu_hours_by_kind"])})
+    if json_path is not None:
+        json_path.write_text(json.dumps({"by": by, "since_s": since_s, "rows": records},
+                                        indent=2) + "\n")
+    if plot is not None:
+        plot_spend(runs, plot)
+        sys.stderr.write(f"wrote {plot}\n")
+
+
+# --------------------------------------------------------------------------------------------
+# thrifty advise
+# --------------------------------------------------------------------------------------------
+
+
+def advise_command(
+    profile: Annotated[str | None, typer.Option(
+        help="A profiled application (e.g. imagenet): advise on its whole training.",
+        show_default=False)] = None,
+    model: Annotated[Path | None, typer.Option(
+        help="A job's GoodputModel as JSON (with its progress and declared length): advise on "
+        "what is left.", show_default=False)] = None,
+    catalogue: Annotated[Path | None, typer.Option(
+        help="Cloud catalogue CSV (default: prices/cloud-gpu-prices.csv in the data folder).",
+        show_default=False)] = None,
+    prices: Annotated[Path | None, typer.Option(
+        help="A price sheet TOML whose [[cloud]] offers (or catalogue) to use instead.",
+        show_default=False)] = None,
+    deadline: Annotated[float | None, typer.Option(help="Hours the job must finish within.",
+                                                   show_default=False)] = None,
+    budget: Annotated[float | None, typer.Option(help="USD the job may cost at most.",
+                                                 show_default=False)] = None,
+    max_gpus: Annotated[int, typer.Option(help="Most GPUs to consider.")] = 64,
+    spot: Annotated[bool, typer.Option(help="Consider spot prices too.")] = True,
+    cpu_slowdown: Annotated[float | None, typer.Option(
+        help="Times slower than one T4 a CPU-only instance runs this job (when the model has "
+        "no CPU measurements).", show_default=False)] = None,
+    top: Annotated[int, typer.Option(help="Rows to show (Pareto front and recommendation are "
+                                     "always shown).")] = 12,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write every option as "
+                                                   "JSON.", show_default=False)] = None,
+    data: Annotated[Path | None, typer.Option(
+        help="Folder of measured profiles (default: $THRIFTY_DATA or shared/data nearby).",
+        show_default=False)] = None,
+) -> None:
+    """Rank CPU-only, each GPU kind and count, spot and on-demand by time and cost to finish."""
+    from thrifty.accounting.advisor import Phase, advise
+    from thrifty.accounting.prices import load_catalogue, load_price_sheet
+    from thrifty.goodput import GoodputModel
+    from thrifty.settings import Settings
+
+    try:
+        if (profile is None) == (model is None):
+            raise ThriftyError("give exactly one of --profile APP or --model MODEL.json")
+        if max_gpus < 1:
+            raise ThriftyError(f"--max-gpus must be at least 1, got {max_gpus}")
+        root = Settings(data).require_data() if data is not None else (
+            Settings.from_env().require_data())
+        if prices is not None:
+            offers = load_price_sheet(prices).cloud
+            if not offers:
+                raise ThriftyError(f"{prices}: the price sheet lists no [[cloud]] offers")
+        else:
+            offers = load_catalogue(catalogue or root / "prices" / "cloud-gpu-prices.csv")
+        if profile is not None:
+            from thrifty.sim.advice import profile_phases
+            from thrifty.sim.profiles import ProfileSet
+
+            profile_set = ProfileSet(root, "sia")
+            phases = profile_phases(profile_set.get(profile, ("aws", "rtx", "dgx-ext")))
+            what = f"the {profile} profile (whole training)"
+        else:
+            assert model is not None
+            if not model.is_file():
+                raise ThriftyError(f"{model}: model file not found")
+            try:
+                raw = json.loads(model.read_text())
+            except json.JSONDecodeError as err:
+                raise ThriftyError(f"{model}: not JSON ({err.msg})") from None
+            gm = GoodputModel.from_dict(raw.get("model", raw))
+            if gm.target_progress is None:
+                raise ThriftyError(f"{model}: the model declares no length (target_progress); "
+                                   "the advisor needs to know how much work is left")
+            phases = [Phase(gm, max(gm.target_progress - gm.progress, 0.0))]
+            what = f"{model.name} ({gm.progress:.0f} of {gm.target_progress:.0f} steps done)"
+        advice = advise(phases, offers, deadline_h=deadline, budget_usd=budget,
+                        max_gpus=max_gpus, spot=spot, cpu_slowdown=cpu_slowdown)
+    except ThriftyError as err:
+        _fail(err)
+    out = _console()
+    table = Table(title=f"Options for {what}", header_style="bold")
+    for header in ("option", "hours", "USD/h", "USD", "Pareto", ""):
+        table.add_column(header, justify="left" if header == "option" else "right")
+    shown = [o for i, o in enumerate(advice.options)
+             if i < top or o.pareto or o is advice.recommended]
+    for o in shown:
+        mark = "← recommended" if o is advice.recommended else ""
+        table.add_row(o.label, _f(o.hours), _f(o.usd_per_hour), _f(o.usd),
+                      "●" if o.pareto else "", mark,
+                      style="bold" if o is advice.recommended else None)
+    out.print(table)
+    for reason in advice.reasons:
+        out.print(f"• {reason}")
+    for skipped in advice.skipped:
+        out.print(f"[dim]not ranked: {skipped}[/]")
+    if json_path is not None:
+        json_path.write_text(json.dumps({
+            "options": [{"label": o.label, "instance_type": o.offer.instance_type,
+                         "provider": o.offer.provider, "instances": o.instances, "spot": o.spot,
+                         "gpus": o.gpus, "kind": o.kind, "hours": o.hours,
+                         "usd_per_hour": o.usd_per_hour, "usd": o.usd, "pareto": o.pareto,
+                         "recommended": o is advice.recommended} for o in advice.options],
+            "reasons": advice.reasons, "skipped": advice.skipped}, indent=2) + "\n")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("report")(report_command)
+    app.command("advise")(advise_command)

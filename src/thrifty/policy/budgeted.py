@@ -1,0 +1,275 @@
+"""Metering and budget caps around any policy, without touching the policy or the loop.
+
+`MeteredPolicy` passes every call through to the policy it wraps and records what was granted:
+one usage segment per job and allocation, priced from the node, which the ledger turns into USD,
+kWh and kg CO2e. `BudgetedPolicy` adds hard caps: before each round it charges the last round's
+allocations to their owners, then
+
+- withholds jobs whose owner cannot afford even the job's smallest allocation for one more interval
+  (the wrapped policy never sees them, so other teams get the whole cluster), and
+- trims what the wrapped policy granted so that each owner's monthly USD and kg CO2e and its team's
+  spend rate stay within their caps for the next interval: adaptive jobs shrink, rigid ones pause.
+
+A paused job keeps its checkpoint (in the simulator, its progress) and resumes when money is
+available again. The cap holds to within one interval's spend even if the interval is
+mis-estimated, because nothing is granted to an owner who has already reached a cap. `now` is
+injected, so the same object serves the simulator and a live scheduler.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from thrifty.accounting.alerts import AlertSink, log_sink
+from thrifty.accounting.budgets import Alert, BudgetBook, SpendTracker
+from thrifty.accounting.ledger import UsageSegment
+from thrifty.accounting.tariff import Tariff
+from thrifty.policy.base import Allocation, ClusterView, JobView, NodeView, Policy
+
+
+@dataclass
+class _Open:
+    allocation: Allocation
+    owner: str
+    start_s: float
+    usd_per_hour: float
+    restart_s: float
+
+
+@dataclass(frozen=True)
+class CapEvent:
+    """A budget decision, for reports and tests: `action` is withheld, shrunk or paused."""
+
+    now_s: float
+    job: str
+    owner: str
+    action: str
+    gpus_before: int
+    gpus_after: int
+
+
+class MeteredPolicy:
+    """Any policy, with a usage segment recorded for every allocation it grants."""
+
+    def __init__(self, inner: Policy, tariff: Tariff):
+        self.inner = inner
+        self.tariff = tariff
+        self.name = inner.name
+        self.adaptive = inner.adaptive
+        self.heterogeneity_aware = inner.heterogeneity_aware
+        self.segments: list[UsageSegment] = []
+        self._open: dict[str, _Open] = {}
+        self._last_now: float | None = None
+        self._gap: float | None = None
+        self._node_price: dict[str, float] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        # Other capabilities of the wrapped policy (e.g. `profiles_on_arrival`) stay visible.
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+    # --- prices ----------------------------------------------------------------------------
+    def gpu_usd_per_hour(self, node: NodeView) -> float:
+        if node.name not in self._node_price:
+            self._node_price[node.name] = self.tariff.gpu_usd_per_hour(
+                node.gpu_kind, node.num_gpus, node.price_per_hour
+            )
+        return self._node_price[node.name]
+
+    def usd_per_hour(self, allocation: Allocation, nodes: dict[str, NodeView]) -> float:
+        return math.fsum(
+            count * self.gpu_usd_per_hour(nodes[name]) for name, count in allocation.gpus.items()
+        )
+
+    # --- the round -------------------------------------------------------------------------
+    def allocate(
+        self, jobs: Sequence[JobView], cluster: ClusterView, now: float
+    ) -> dict[str, Allocation]:
+        if self._last_now is not None and now > self._last_now:
+            self._gap = now - self._last_now
+            self.on_elapsed(self._last_now, now)
+        result = self.decide(jobs, cluster, now)
+        self._record(jobs, cluster, result, now)
+        self._last_now = now
+        return result
+
+    def decide(
+        self, jobs: Sequence[JobView], cluster: ClusterView, now: float
+    ) -> dict[str, Allocation]:
+        return self.inner.allocate(jobs, cluster, now)
+
+    def on_elapsed(self, start_s: float, end_s: float) -> None:
+        """Called with the span the open allocations have just run for."""
+
+    def _close(self, job: str, end_s: float) -> None:
+        seg = self._open.pop(job)
+        if end_s > seg.start_s:
+            self.segments.append(UsageSegment(
+                job, seg.owner, seg.allocation.kind, seg.allocation.num_replicas, seg.start_s,
+                end_s, seg.usd_per_hour, seg.restart_s,
+            ))
+
+    def _record(
+        self, jobs: Sequence[JobView], cluster: ClusterView, result: dict[str, Allocation],
+        now: float,
+    ) -> None:
+        nodes = {n.name: n for n in cluster.nodes}
+        views = {j.id: j for j in jobs}
+        for job in list(self._open):
+            new = result.get(job)
+            if new is None or not new.same_as(self._open[job].allocation):
+                self._close(job, now)
+        for job, alloc in result.items():
+            if job in self._open or alloc.num_replicas == 0:
+                continue
+            view = views.get(job)
+            restarting = view is None or not alloc.same_as(view.allocation)
+            self._open[job] = _Open(
+                alloc, view.owner if view else "", now, self.usd_per_hour(alloc, nodes),
+                (view.restart_seconds if view else 0.0) if restarting else 0.0,
+            )
+
+    def finish(self, end_s: float | None = None) -> list[UsageSegment]:
+        """Close every open segment (default: one interval after the last round) and return all
+        segments. Called once the run is over."""
+        if end_s is None:
+            end_s = (self._last_now or 0.0) + (self._gap or 0.0)
+        if self._last_now is not None and end_s > self._last_now:
+            self.on_elapsed(self._last_now, end_s)
+            self._last_now = end_s
+        for job in list(self._open):
+            self._close(job, end_s)
+        return self.segments
+
+
+class BudgetedPolicy(MeteredPolicy):
+    """A metered policy that enforces the budgets of `book` (see the module docstring)."""
+
+    def __init__(
+        self,
+        inner: Policy,
+        tariff: Tariff,
+        book: BudgetBook,
+        sinks: Sequence[AlertSink] = (log_sink,),
+        interval_s: float = 60.0,
+    ):
+        super().__init__(inner, tariff)
+        self.book = book
+        self.tracker = SpendTracker(book)
+        self.sinks = tuple(sinks)
+        self.default_interval_s = interval_s
+        self.alerts: list[Alert] = []
+        self.events: list[CapEvent] = []
+        self._withheld: set[str] = set()
+
+    # --- charging ---------------------------------------------------------------------------
+    def on_elapsed(self, start_s: float, end_s: float) -> None:
+        hours = (end_s - start_s) / 3600
+        for seg in self._open.values():
+            kg = seg.allocation.num_replicas * self.tariff.kg_per_gpu_hour(
+                seg.allocation.kind, start_s, end_s) * hours
+            for alert in self.tracker.charge(seg.owner, seg.usd_per_hour * hours, kg, start_s):
+                self.alerts.append(alert)
+                for sink in self.sinks:
+                    sink(alert)
+
+    # --- deciding ---------------------------------------------------------------------------
+    def _headroom(self, owner: str, now: float) -> dict[tuple[str, str, str], float]:
+        """What each cap that applies to `owner` still allows: USD, kg CO2e, USD per hour."""
+        left: dict[tuple[str, str, str], float] = {}
+        for budget in self.book.for_owner(owner):
+            for metric in ("usd", "kgco2e"):
+                limit = budget.limit(metric)  # type: ignore[arg-type]
+                if limit is not None:
+                    spent = self.tracker.spent(budget.scope, budget.name, metric,  # type: ignore[arg-type]
+                                               now)
+                    left[(budget.scope, budget.name, metric)] = limit - spent
+            if budget.scope == "team" and budget.usd_per_hour is not None:
+                left[("team", budget.name, "usd_per_hour")] = budget.usd_per_hour
+        return left
+
+    def _demand(self, usd_h: float, kg_h: float, hours: float) -> dict[str, float]:
+        return {"usd": usd_h * hours, "kgco2e": kg_h * hours, "usd_per_hour": usd_h}
+
+    def decide(
+        self, jobs: Sequence[JobView], cluster: ClusterView, now: float
+    ) -> dict[str, Allocation]:
+        hours = (self._gap or self.default_interval_s) / 3600
+        nodes = {n.name: n for n in cluster.nodes}
+        cheapest_usd_h = min(self.gpu_usd_per_hour(n) for n in cluster.nodes)
+        kg_h = {
+            kind: self.tariff.kg_per_gpu_hour(kind, now, now + hours * 3600)
+            for kind in cluster.kinds
+        }
+        left: dict[tuple[str, str, str], float] = {}
+        for owner in {j.owner for j in jobs}:
+            left.update(self._headroom(owner, now))
+        eligible = []
+        for job in jobs:
+            smallest = 1 if self.adaptive else max(job.requested_replicas or 1, 1)
+            need = self._demand(smallest * cheapest_usd_h, smallest * min(kg_h.values()), hours)
+            if self._fits(job.owner, need, left):
+                eligible.append(job)
+                self._withheld.discard(job.id)
+            elif job.id not in self._withheld:
+                self._withheld.add(job.id)
+                held = job.allocation.num_replicas if job.allocation else 0
+                self.events.append(CapEvent(now, job.id, job.owner, "withheld", held, 0))
+        result = dict(self.inner.allocate(eligible, cluster, now))
+        order = sorted(
+            (j for j in eligible if j.id in result),
+            key=lambda j: (not result[j.id].same_as(j.allocation), j.submit_time, j.id),
+        )
+        for job in order:
+            alloc = result[job.id]
+            fitted = self._fit(job, alloc, nodes, kg_h, hours, left)
+            if fitted is None:
+                del result[job.id]
+                self.events.append(CapEvent(now, job.id, job.owner, "paused",
+                                            alloc.num_replicas, 0))
+                continue
+            if fitted.num_replicas < alloc.num_replicas:
+                result[job.id] = fitted
+                self.events.append(CapEvent(now, job.id, job.owner, "shrunk",
+                                            alloc.num_replicas, fitted.num_replicas))
+            usd_h = self.usd_per_hour(fitted, nodes)
+            self._take(job.owner, self._demand(usd_h, fitted.num_replicas * kg_h[fitted.kind],
+                                               hours), left)
+        return result
+
+    def _keys(self, owner: str, left: dict[tuple[str, str, str], float]):
+        return [k for k in left if k[:2] in {(s, n) for s, n in self.tracker.scopes(owner)}]
+
+    def _fits(self, owner: str, need: dict[str, float], left) -> bool:
+        return all(need[key[2]] <= left[key] + 1e-9 for key in self._keys(owner, left))
+
+    def _take(self, owner: str, need: dict[str, float], left) -> None:
+        for key in self._keys(owner, left):
+            left[key] -= need[key[2]]
+
+    def _fit(self, job: JobView, alloc: Allocation, nodes, kg_h, hours, left) -> Allocation | None:
+        """The allocation itself if the owner can afford it for one interval; else, for an
+        adaptive job, the most GPUs of it that fit (fullest nodes kept, for locality); else None."""
+        sizes = range(alloc.num_replicas, 0, -1) if self.adaptive else (alloc.num_replicas,)
+        for size in sizes:
+            candidate = alloc if size == alloc.num_replicas else _subset(alloc, size)
+            need = self._demand(self.usd_per_hour(candidate, nodes),
+                                size * kg_h[alloc.kind], hours)
+            if self._fits(job.owner, need, left):
+                return candidate
+        return None
+
+
+def _subset(alloc: Allocation, size: int) -> Allocation:
+    """`size` of the allocation's GPUs, taken from its fullest nodes first."""
+    gpus: dict[str, int] = {}
+    for name, count in sorted(alloc.gpus.items(), key=lambda kv: (-kv[1], kv[0])):
+        if size <= 0:
+            break
+        gpus[name] = min(count, size)
+        size -= gpus[name]
+    return Allocation(gpus=gpus, kind=alloc.kind)

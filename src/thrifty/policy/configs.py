@@ -1,0 +1,261 @@
+"""Configurations (GPU kind, GPU count), each job's goodput on every one, and the integer program
+that picks at most one configuration per job under each kind's capacity.
+
+This is the machinery Sia (SOSP'23) introduced for heterogeneous clusters; Sia's policy and
+thrifty's own differ only in the value they give each (job, configuration) pair, so both build on
+this module. Counts are powers of two inside one node, then whole nodes: a job never straddles
+nodes partially, which keeps every chosen set placeable without fragmentation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.sparse import csr_array
+
+from thrifty.goodput import GoodputModel
+from thrifty.policy.base import Allocation, ClusterView, JobView
+from thrifty.policy.placement import pack, take
+
+
+@dataclass(frozen=True)
+class Configs:
+    """Every configuration of a cluster, as parallel arrays (one entry per configuration)."""
+
+    kinds: tuple[str, ...]  # the cluster's GPU kinds
+    kind: NDArray[np.int64]  # index into `kinds`
+    count: NDArray[np.int64]  # GPUs
+    nodes: NDArray[np.int64]  # nodes the GPUs span
+    node_size: dict[str, int]
+    capacity: NDArray[np.int64]  # GPUs per kind
+
+    def __len__(self) -> int:
+        return len(self.count)
+
+    def of(self, index: int) -> tuple[str, int]:
+        return self.kinds[int(self.kind[index])], int(self.count[index])
+
+
+def cluster_configs(cluster: ClusterView) -> Configs:
+    """1, 2, 4 … GPUs inside one node, then 1, 2 … whole nodes, for every GPU kind."""
+    kind_index: list[int] = []
+    counts: list[int] = []
+    spans: list[int] = []
+    sizes: dict[str, int] = {}
+    for k, kind in enumerate(cluster.kinds):
+        nodes = cluster.nodes_of(kind)
+        size = max(n.num_gpus for n in nodes)
+        sizes[kind] = size
+        count = 1
+        while count < size:
+            kind_index.append(k)
+            counts.append(count)
+            spans.append(1)
+            count *= 2
+        for whole in range(1, len(nodes) + 1):
+            kind_index.append(k)
+            counts.append(whole * size)
+            spans.append(whole)
+    return Configs(
+        kinds=cluster.kinds,
+        kind=np.array(kind_index, dtype=np.int64),
+        count=np.array(counts, dtype=np.int64),
+        nodes=np.array(spans, dtype=np.int64),
+        node_size=sizes,
+        capacity=np.array([cluster.gpus_of(k) for k in cluster.kinds], dtype=np.int64),
+    )
+
+
+def config_of(alloc: Allocation | None, configs: Configs) -> int:
+    """Index of the configuration an allocation has, or -1 (none, or an irregular shape)."""
+    if alloc is None or alloc.kind not in configs.kinds:
+        return -1
+    k = configs.kinds.index(alloc.kind)
+    match = np.flatnonzero(
+        (configs.kind == k) & (configs.count == alloc.num_replicas)
+        & (configs.nodes == alloc.num_nodes)
+    )
+    return int(match[0]) if len(match) else -1
+
+
+class GoodputTable:
+    """Each job's goodput (scale-invariant steps per second) on every configuration.
+
+    A job that has run multi-GPU on one kind but only been profiled on one GPU of another gets the
+    other kind's multi-GPU goodput projected by the ratio of their one-GPU goodputs, as Sia does:
+    that lets a new job's first placement compare kinds without trying each at scale. Rows are
+    cached per job and recomputed only when the job's throughput model or gradient statistics
+    change, which keeps a round cheap at thousands of jobs.
+    """
+
+    def __init__(self, cluster: ClusterView, fill_a_node: bool = False):
+        self.cluster = cluster
+        self.configs = cluster_configs(cluster)
+        # Explore inside one node at once (up to the job's replica limit) rather than doubling
+        # round by round: synchronisation within a node is cheap and rarely surprises.
+        self.fill_a_node = fill_a_node
+        self._rows: dict[str, tuple[object, object, tuple, NDArray[np.float64]]] = {}
+
+    @classmethod
+    def for_cluster(
+        cls, table: GoodputTable | None, cluster: ClusterView, fill_a_node: bool = False
+    ) -> GoodputTable:
+        """`table` if it was built for this cluster (keeping its cached rows), else a new one."""
+        if table is not None and table.cluster == cluster and table.fill_a_node == fill_a_node:
+            return table
+        return cls(cluster, fill_a_node)
+
+    def rows(self, jobs: Sequence[JobView]) -> NDArray[np.float64]:
+        table = np.zeros((len(jobs), len(self.configs)))
+        live: dict[str, tuple[object, object, tuple, NDArray[np.float64]]] = {}
+        for i, job in enumerate(jobs):
+            model = job.model
+            key = (
+                (model.throughput, model.grad) if model is not None else (None, None)
+            )
+            cached = self._rows.get(job.id)
+            if (
+                cached is not None and cached[0] is key[0] and cached[1] == key[1]
+                and cached[2] == (job.max_replicas, job.replica_limit)
+            ):
+                row = cached[3]
+            else:
+                row = self._row(job, model)
+            live[job.id] = (key[0], key[1], (job.max_replicas, job.replica_limit), row)
+            table[i] = row
+        self._rows = live
+        return table
+
+    def _row(self, job: JobView, model: GoodputModel | None) -> NDArray[np.float64]:
+        c = self.configs
+        row = np.zeros(len(c))
+        allowed = c.count <= max(job.max_replicas, 1)
+        if self.fill_a_node and job.replica_limit is not None:
+            allowed |= (c.nodes == 1) & (c.count <= job.replica_limit)
+        if model is None:  # never measured: every kind alike, one GPU
+            row[(c.count == 1) & allowed] = 1.0
+            return row
+        per_kind: dict[str, NDArray[np.float64]] = {}
+        for k, kind in enumerate(c.kinds):
+            mask = c.kind == k
+            if kind in model.throughput:
+                per_kind[kind] = model.best(kind, c.nodes[mask], c.count[mask])[0] / (
+                    model.limits.init_batch_size
+                )
+        explored = {k: model.explored.get(k, 0) for k in per_kind}
+        reference = max(per_kind, key=lambda k: (explored[k], k in model.throughput), default=None)
+        for k, kind in enumerate(c.kinds):
+            mask = c.kind == k
+            if kind not in per_kind:
+                continue
+            values = per_kind[kind]
+            if reference is not None and explored[kind] <= 1 < explored[reference]:
+                values = _projected(values, per_kind[reference], c.count[mask],
+                                    c.count[c.kind == c.kinds.index(reference)])
+            row[mask] = values
+        row[~allowed] = 0.0
+        return row
+
+
+def _projected(
+    own: NDArray[np.float64], ref: NDArray[np.float64],
+    own_counts: NDArray[np.int64], ref_counts: NDArray[np.int64],
+) -> NDArray[np.float64]:
+    """Multi-GPU goodput of a kind seen on one GPU only, from a kind seen at scale."""
+    own_one = own[own_counts == 1]
+    ref_one = ref[ref_counts == 1]
+    if not len(own_one) or not len(ref_one) or ref_one[0] <= 0:
+        return own
+    ratio = own_one[0] / ref_one[0]
+    by_count = dict(zip(ref_counts.tolist(), ref.tolist(), strict=True))
+    projected = np.array([by_count.get(n, 0.0) * ratio for n in own_counts.tolist()])
+    return np.where(own_counts == 1, own, projected)
+
+
+def choose_configs(
+    values: NDArray[np.float64],
+    configs: Configs,
+    time_limit_s: float = 10.0,
+    mip_rel_gap: float = 1e-3,
+) -> NDArray[np.int64]:
+    """The configuration (index, or -1 for none) of each job maximising the summed `values`,
+    at most one per job and within each kind's GPUs. Non-positive values are never chosen."""
+    jobs = values.shape[0]
+    choice = np.full(jobs, -1, dtype=np.int64)
+    rows, cols = np.nonzero(values > 0)
+    if not len(rows):
+        return choice
+    count = len(rows)
+    one_each = csr_array((np.ones(count), (rows, np.arange(count))), shape=(jobs, count))
+    kinds = configs.kind[cols]
+    per_kind = csr_array(
+        (configs.count[cols].astype(float), (kinds, np.arange(count))),
+        shape=(len(configs.kinds), count),
+    )
+    result = milp(
+        c=-values[rows, cols],
+        integrality=np.ones(count),
+        bounds=Bounds(0, 1),
+        constraints=[
+            LinearConstraint(one_each, -np.inf, 1),
+            LinearConstraint(per_kind, -np.inf, configs.capacity.astype(float)),
+        ],
+        options={"time_limit": time_limit_s, "mip_rel_gap": mip_rel_gap},
+    )
+    if result.x is None:  # the solver found nothing in time: leave everyone as they are
+        return choice
+    picked = np.flatnonzero(result.x > 0.5)
+    choice[rows[picked]] = cols[picked]
+    return choice
+
+
+def place_configs(
+    choice: NDArray[np.int64],
+    jobs: Sequence[JobView],
+    configs: Configs,
+    cluster: ClusterView,
+) -> dict[str, Allocation]:
+    """Nodes for every chosen configuration.
+
+    A job whose configuration did not change keeps its nodes (moving it would cost a restart).
+    The rest are placed largest first: whole-node configurations on empty nodes, smaller ones on
+    the node that fits them most tightly, so power-of-two pieces fill nodes without gaps.
+    """
+    free = {n.name: n.num_gpus for n in cluster.nodes}
+    kind_of = {n.name: n.gpu_kind for n in cluster.nodes}
+    order = {n.name: i for i, n in enumerate(cluster.nodes)}
+    result: dict[str, Allocation] = {}
+    pending: list[int] = []
+    for i, job in enumerate(jobs):
+        c = int(choice[i])
+        if c < 0:
+            continue
+        if job.allocation is not None and config_of(job.allocation, configs) == c and all(
+            free[node] >= n for node, n in job.allocation.gpus.items()
+        ):
+            for node, n in job.allocation.gpus.items():
+                free[node] -= n
+            result[job.id] = job.allocation
+        else:
+            pending.append(i)
+    pending.sort(key=lambda i: (-int(configs.count[choice[i]]), jobs[i].submit_time, jobs[i].id))
+    for i in pending:
+        kind, count = configs.of(int(choice[i]))
+        size = configs.node_size[kind]
+        candidates = [n for n, k in kind_of.items() if k == kind and free[n] > 0]
+        empty = sorted((n for n in candidates if free[n] == size), key=order.__getitem__)
+        fits = [n for n in candidates if free[n] >= count]
+        if count >= size and len(empty) >= count // size:
+            alloc: Allocation | None = Allocation({n: size for n in empty[: count // size]}, kind)
+        elif count < size and fits:
+            alloc = Allocation({min(fits, key=lambda n: (free[n], order[n])): count}, kind)
+        else:  # kept jobs fragment this kind: spread over the free GPUs rather than wait
+            alloc = pack(count, free, cluster, [kind])
+        if alloc is not None:
+            take(free, alloc)
+            result[jobs[i].id] = alloc
+    return result

@@ -1,0 +1,142 @@
+"""Cost, energy and carbon of a simulated run: the tariff from files, and the run's ledger.
+
+The simulator prices a run by wrapping its policy in a meter (`thrifty.policy.budgeted`), so every
+allocation granted is billed at its node's price, and then joins the meter's segments with what
+each job really ran (its GPU-seconds, restarts, completion) into a ledger.
+
+Simulated time 0 is the first reading of the carbon series (June 2020 for the shipped ones).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from thrifty.accounting.budgets import BudgetBook
+from thrifty.accounting.carbon import (
+    CarbonIntensity,
+    IntensitySeries,
+    StaticIntensity,
+    load_intensity_series,
+)
+from thrifty.accounting.energy import load_board_power
+from thrifty.accounting.ledger import JobFacts, Ledger, build_ledger
+from thrifty.accounting.prices import PriceSheet, default_price_sheet, load_price_sheet
+from thrifty.accounting.tariff import Tariff, power_model
+from thrifty.errors import ThriftyError
+from thrifty.policy.base import Policy
+from thrifty.policy.budgeted import BudgetedPolicy, MeteredPolicy
+from thrifty.sim.engine import SimResult
+from thrifty.sim.metrics import Summary
+from thrifty.sim.workload import Workload
+
+BOARD_POWER = Path("prices") / "gpu-power.csv"
+CARBON_DIR = Path("carbon")
+
+
+def carbon_regions(data_root: Path) -> dict[str, Path]:
+    """Series shipped in the data folder, by region: `ger_2020-06.csv` is region `ger`."""
+    folder = Path(data_root) / CARBON_DIR
+    if not folder.is_dir():
+        return {}
+    return {p.stem.split("_")[0]: p for p in sorted(folder.glob("*.csv"))}
+
+
+def resolve_intensity(spec: str | None, data_root: Path) -> CarbonIntensity:
+    """A number (static gCO2/kWh), a region with a series in the data folder, or a CSV file."""
+    if spec is None or not str(spec).strip():
+        raise ThriftyError("no carbon region given: use --carbon REGION|CSV|gCO2/kWh")
+    text = str(spec).strip()
+    try:
+        return StaticIntensity(float(text), name=f"{float(text):g} gCO2/kWh")
+    except ValueError:
+        pass
+    regions = carbon_regions(data_root)
+    if text in regions:
+        return load_intensity_series(regions[text], name=text)
+    if text.endswith(".csv") and Path(text).is_file():
+        return load_intensity_series(Path(text))
+    known = ", ".join(regions) or "none"
+    raise ThriftyError(
+        f"unknown carbon region '{text}' (regions with a series: {known}; or give a CSV file or "
+        "a static intensity in gCO2/kWh)"
+    )
+
+
+def load_tariff(
+    data_root: Path,
+    kinds: tuple[str, ...],
+    prices: Path | None = None,
+    carbon: str | None = None,
+) -> Tariff:
+    """Price sheet (default: the built-in one), board power from the data folder, and the grid
+    intensity (`carbon`, else the sheet's region). Every kind is checked now: a kind with no
+    price or no known board fails before anything runs."""
+    sheet: PriceSheet = default_price_sheet() if prices is None else load_price_sheet(prices)
+    power = power_model(sheet, load_board_power(Path(data_root) / BOARD_POWER), kinds)
+    intensity = resolve_intensity(carbon if carbon is not None else sheet.region, data_root)
+    return Tariff(sheet, power, intensity)
+
+
+def check_prices(tariff: Tariff, nodes: Any) -> None:
+    """Every node must have a price: its own, or its kind's in the sheet."""
+    for node in nodes:
+        tariff.gpu_usd_per_hour(node.gpu_kind, node.num_gpus, node.price_per_hour)
+
+
+def metered(policy: Policy, tariff: Tariff, budgets: BudgetBook | None = None,
+            interval_s: float = 60.0, sinks: Any = None) -> MeteredPolicy:
+    if budgets is None:
+        return MeteredPolicy(policy, tariff)
+    if sinks is None:
+        return BudgetedPolicy(policy, tariff, budgets, interval_s=interval_s)
+    return BudgetedPolicy(policy, tariff, budgets, sinks=sinks, interval_s=interval_s)
+
+
+def run_ledger(result: SimResult, workload: Workload, meter: MeteredPolicy, tariff: Tariff,
+               interval_s: float) -> Ledger:
+    """The ledger of a finished run: the meter's segments closed at the end of the last round."""
+    last = max(j.completion_time for j in result.jobs)
+    end = interval_s * -(-last // interval_s)  # allocations are held to the round's end
+    segments = meter.finish(max(end, last))
+    specs = {j.name: j for j in workload.jobs}
+    facts = [
+        JobFacts(
+            job=r.name,
+            owner=specs[r.name].owner,
+            submit_s=r.submit_time,
+            application=r.application,
+            completion_s=r.completion_time,
+            restarts=r.restarts,
+            used_gpu_seconds=r.gpu_seconds,
+        )
+        for r in result.jobs
+    ]
+    intensity = tariff.intensity
+    meta: dict[str, Any] = {
+        "policy": result.policy,
+        "workload": result.workload,
+        "cluster": result.cluster,
+        "prices": tariff.sheet.name,
+        "carbon": intensity.name,
+        "pue": tariff.power.pue,
+        "origin": intensity.origin.isoformat() if isinstance(intensity, IntensitySeries)
+        else None,
+    }
+    if isinstance(meter, BudgetedPolicy):
+        meta["budget_events"] = [e.__dict__ for e in meter.events]
+        meta["alerts"] = [a.to_dict() for a in meter.alerts]
+    return build_ledger(segments, facts, tariff.power, intensity, meta)
+
+
+def with_costs(summary: Summary, ledger: Ledger, keep_ledger: bool = False) -> Summary:
+    totals = ledger.totals()
+    return replace(
+        summary,
+        usd=totals["usd"],
+        kwh=totals["kwh"],
+        kgco2e=totals["kgco2e"],
+        allocated_gpu_hours=totals["gpu_hours"],
+        ledger=ledger if keep_ledger else None,
+    )
