@@ -46,6 +46,7 @@ from thrifty.cli_accounting import (
     register,
     with_baseline,
 )
+from thrifty.cli_cluster import register as register_cluster
 from thrifty.errors import ThriftyError
 from thrifty.policy.registry import POLICIES, make_policy
 from thrifty.settings import Settings
@@ -636,22 +637,49 @@ def _run_and_show(pairs: Sequence[Pair], workers: int | None, title: str) -> lis
 
 @app.command()
 def demo(
-    jobs: Annotated[int, typer.Option(help="How many of the workload's first jobs to run.")] = (
+    simulate: Annotated[
+        bool,
+        typer.Option("--simulate", help="Instead: simulate the first jobs of Pollux workload 1 "
+                     "on 64 T4 GPUs under several policies."),
+    ] = False,
+    policy: Annotated[str, typer.Option(help="Scheduling policy of the live demo.")] = "thrifty",
+    slots: Annotated[
+        int | None,
+        typer.Option(help="CPU slots of the live demo (default: one per core).",
+                     show_default=False),
+    ] = None,
+    interval: Annotated[float, typer.Option(help="Seconds between scheduling rounds.")] = 5.0,
+    jobs: Annotated[int, typer.Option(help="--simulate: how many first jobs.")] = (
         DEMO_JOBS
     ),
     workers: Annotated[
         int | None,
-        typer.Option(help="Parallel processes (default: one per policy, at most one per CPU).",
-                     show_default=False),
+        typer.Option(help="--simulate: parallel processes (default: one per policy, at most one "
+                     "per CPU).", show_default=False),
     ] = None,
     data: Annotated[
         Path | None,
-        typer.Option(help="Folder of measured profiles (default: $THRIFTY_DATA or shared/data "
-                     "nearby).", show_default=False),
+        typer.Option(help="--simulate: folder of measured profiles (default: $THRIFTY_DATA or "
+                     "shared/data nearby).", show_default=False),
     ] = None,
 ) -> None:
-    """A quick look: the first jobs of Pollux workload 1 on 64 T4 GPUs under several policies."""
-    run_demo(jobs=jobs, workers=workers, data=data)
+    """Four real training jobs on the embedded control plane, resized live by the policy."""
+    if simulate:
+        run_demo(jobs=jobs, workers=workers, data=data)
+        return
+    from thrifty.cluster.demo import run_live_demo
+    from thrifty.cluster.store import thrifty_home
+
+    try:
+        rows = run_live_demo(thrifty_home() / "demo", policy=policy, slots=slots,
+                             interval_s=interval, console=results_console())
+    except ThriftyError as err:
+        _fail(err)
+    except KeyboardInterrupt:
+        sys.stderr.write("interrupted\n")
+        raise typer.Exit(130) from None
+    if any(row["state"] != "succeeded" for row in rows):
+        raise typer.Exit(EXIT_RUN_FAILED)
 
 
 def available_policies(names: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -668,10 +696,7 @@ def available_policies(names: Iterable[str]) -> tuple[list[str], list[str]]:
 
 
 def run_demo(jobs: int = DEMO_JOBS, workers: int | None = None, data: Path | None = None) -> None:
-    """Simulate the demo workload under the demo policies that are available, and show the table.
-
-    Kept apart from the command so that a later demo (the live control plane) can replace it.
-    """
+    """Simulate the demo workload under the demo policies that are available, and show the table."""
     out = results_console()
     try:
         if jobs < 1:
@@ -723,6 +748,7 @@ workload_app = typer.Typer(
 )
 app.add_typer(workload_app, name="workload")
 register(app)  # thrifty report, thrifty advise (cli_accounting.py)
+register_cluster(app)  # thrifty server, submit, jobs, logs, cancel, cluster, users
 
 
 @workload_app.command("generate")

@@ -1,0 +1,471 @@
+"""The cluster commands: `thrifty server` runs the control plane and its API; `submit`, `jobs`,
+`logs`, `cancel`, `cluster` and `users add` talk to it over HTTP.
+
+Kept apart from cli.py so that the cluster surface lives in one place; cli.py only registers these
+commands. Heavy imports (the store, the API, uvicorn) happen inside the commands that need them,
+so that `thrifty jobs` starts quickly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Annotated, Any, NoReturn
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from thrifty.cluster.client import DEFAULT_SERVER
+from thrifty.errors import ThriftyError
+
+EXIT_BAD_INPUT = 2  # the user can fix the input: a spec, an option
+EXIT_FAILED = 1  # the server is down or said no
+DEFAULT_PORT = 8470
+FOLLOW_POLL_S = 1.0
+
+TERMINAL = ("succeeded", "failed", "cancelled")
+ACTIVE = ("queued", "running", "restarting")
+COLOURS = {"running": "green", "queued": "yellow", "restarting": "cyan",
+           "succeeded": "bold green", "failed": "red", "cancelled": "dim"}
+
+ServerOpt = Annotated[str, typer.Option(
+    "--server", envvar="THRIFTY_SERVER", help="The thrifty server's URL.")]
+TokenOpt = Annotated[str | None, typer.Option(
+    "--token", envvar="THRIFTY_TOKEN", show_default=False,
+    help="API token (default: $THRIFTY_TOKEN, else the file THRIFTY_HOME/token).")]
+
+
+def _console() -> Console:
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 160)
+    return console
+
+
+def _fail(err: BaseException | str, code: int = EXIT_FAILED) -> NoReturn:
+    sys.stderr.write(f"error: {' '.join(str(err).split())}\n")
+    raise typer.Exit(code)
+
+
+def _spec_problems(problems: Sequence[tuple[str, str]], where: str) -> NoReturn:
+    """A rejected spec, one line per wrong field, so it is fixed in one go."""
+    sys.stderr.write(f"error: {where}: invalid job spec, {len(problems)} problem(s):\n")
+    for field, message in problems:
+        sys.stderr.write(f"  {field}: {message}\n")
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+@contextlib.contextmanager
+def _client(server: str, token: str | None) -> Iterator[Any]:
+    """A client whose errors end the command with one line (and the right exit status)."""
+    from thrifty.cluster.client import ApiError, Client, find_token
+
+    client = Client(server, find_token(token))
+    try:
+        yield client
+    except ApiError as err:
+        if err.problems:
+            _spec_problems(err.problems, f"the server at {client.server} rejected it")
+        _fail(err)
+    except ThriftyError as err:
+        _fail(err)
+    finally:
+        client.close()
+
+
+def _fmt(value: float | None, digits: int = 0) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+# --------------------------------------------------------------------------------------------
+# thrifty server
+# --------------------------------------------------------------------------------------------
+
+
+def _lock(home: Path) -> IO[str]:
+    """One server per THRIFTY_HOME: two scheduling loops on one store would launch jobs twice.
+    The kernel drops the lock with the process, however it ends."""
+    import fcntl
+
+    handle = (home / "server.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise ThriftyError(f"a thrifty server ({owner}) already runs on {home}; stop it first "
+                           "or set THRIFTY_HOME to another folder") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()}")
+    handle.flush()
+    return handle
+
+
+def write_token(path: Path, token: str) -> None:
+    """Readable by its owner only, from the moment it exists."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+
+
+def _executor(kind: str, slots: int | None, ray_address: str | None) -> Any:
+    if kind == "local":
+        from thrifty.cluster.local import LocalExecutor
+
+        if slots is not None and slots < 1:
+            raise ThriftyError(f"--slots must be at least 1, got {slots}")
+        return LocalExecutor(slots=slots)
+    if kind == "ray":
+        try:
+            from thrifty.cluster.ray_executor import RayExecutor
+        except ImportError as err:
+            raise ThriftyError(f"the ray executor cannot load ({err}); install it with "
+                               "`pip install 'thrifty[ray]'`") from err
+        return RayExecutor(address=ray_address or os.environ.get("RAY_ADDRESS", ""))
+    raise ThriftyError(f"--executor must be local or ray, got {kind!r}")
+
+
+def server_command(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = DEFAULT_PORT,
+    executor: Annotated[str, typer.Option(
+        help="Where replicas run: local (processes on this machine) or ray (a Ray cluster).")]
+    = "local",
+    ray_address: Annotated[str | None, typer.Option(
+        help="--executor ray: the Ray cluster's address, host:port (default: $RAY_ADDRESS).",
+        show_default=False)] = None,
+    policy: Annotated[str, typer.Option(help="Scheduling policy.")] = "thrifty",
+    interval: Annotated[float, typer.Option(help="Seconds between scheduling rounds.")] = 30.0,
+    slots: Annotated[int | None, typer.Option(
+        help="--executor local without GPUs: CPU slots (default: one per core).",
+        show_default=False)] = None,
+    db: Annotated[str | None, typer.Option(
+        help="Database URL (default: $THRIFTY_DB_URL, else SQLite in THRIFTY_HOME).",
+        show_default=False)] = None,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
+) -> None:
+    """Run the control plane: the scheduling loop and the REST API (docs at /docs)."""
+    import uvicorn
+
+    from thrifty.cluster.api import bind, create_app
+    from thrifty.cluster.client import token_file
+    from thrifty.cluster.plane import ControlPlane
+    from thrifty.cluster.store import Store, thrifty_home
+    from thrifty.policy.registry import make_policy
+
+    level = getattr(logging, log_level.upper(), None)
+    if not isinstance(level, int):
+        _fail(f"--log-level must be debug, info, warning or error, got {log_level!r}",
+              EXIT_BAD_INPUT)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(max(level, logging.WARNING))  # one line per migration
+    out = _console()
+    with contextlib.ExitStack() as cleanup:  # closed in reverse, on errors too
+        try:
+            if interval <= 0:
+                raise ThriftyError(f"--interval must be positive, got {interval}")
+            home = thrifty_home()
+            home.mkdir(parents=True, exist_ok=True)
+            cleanup.callback(_lock(home).close)
+            store = Store(db)
+            cleanup.callback(store.close)
+            chosen = make_policy(policy)
+            sock = bind(host, port)
+            cleanup.callback(sock.close)
+            runner = _executor(executor, slots, ray_address)
+        except ThriftyError as err:
+            _fail(err, EXIT_BAD_INPUT)
+        except Exception as err:  # e.g. a Ray cluster that does not answer: one line, no trace
+            _fail(f"cannot start the {executor} executor: {err}")
+        if store.count_users() == 0:
+            write_token(token_file(), store.add_user("admin", admin=True))
+            out.print(f"Created user [bold]admin[/]; its API token is in {token_file()} "
+                      "(the CLI reads it from there).", soft_wrap=True)
+        plane = ControlPlane(store, runner, chosen, interval_s=interval, home=home)
+        server = uvicorn.Server(uvicorn.Config(create_app(plane), log_level=log_level.lower(),
+                                               access_log=False, timeout_graceful_shutdown=5))
+
+        def _shutdown(*_: object) -> None:
+            server.should_exit = True
+
+        # uvicorn turns SIGTERM/SIGINT into a graceful shutdown while it serves, then re-raises
+        # the signal it caught: this handler takes that (and a signal before serving began), so
+        # that the loop is always stopped below rather than the process dying half-way.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _shutdown)
+        capacity = ", ".join(f"{n.name}: {n.num_gpus} × {n.gpu_kind}" for n in runner.nodes())
+        plane.start()
+        url = f"http://{host}:{sock.getsockname()[1]}"
+        out.print(f"thrifty server on [bold]{url}[/] (API docs at {url}/docs): {runner.name} "
+                  f"executor ({capacity}), policy {policy}, a round every {interval:g} s; "
+                  f"store {store.url}", soft_wrap=True)
+        try:
+            server.run(sockets=[sock])
+        finally:
+            out.print("stopping the scheduling loop; running jobs go on and are adopted on "
+                      "restart", soft_wrap=True)
+            plane.stop()
+
+
+# --------------------------------------------------------------------------------------------
+# thrifty users add
+# --------------------------------------------------------------------------------------------
+
+
+def users_add_command(
+    name: Annotated[str, typer.Argument(help="The user's name (owner of their jobs).")],
+    admin: Annotated[bool, typer.Option("--admin", help="May see all jobs and add users.")]
+    = False,
+    rotate: Annotated[bool, typer.Option("--rotate", help="Issue a new token to an existing "
+                                         "user; the old one stops working.")] = False,
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+) -> None:
+    """Add a user (admins only) and print their API token, which is shown this once."""
+    with _client(server, token) as client:
+        user = client.add_user(name, admin=admin, rotate=rotate)
+    sys.stderr.write(f"user {user['name']}{' (admin)' if user['admin'] else ''}: give them this "
+                     "token (THRIFTY_TOKEN or --token):\n")
+    print(user["token"])
+
+
+# --------------------------------------------------------------------------------------------
+# thrifty submit, jobs, cancel
+# --------------------------------------------------------------------------------------------
+
+
+def submit_command(
+    spec: Annotated[Path, typer.Argument(help="Job spec, YAML or JSON.", show_default=False)],
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+) -> None:
+    """Submit a job; prints its id. A relative working_dir is taken from the spec's folder."""
+    from thrifty.cluster.spec import SpecError, load_spec
+
+    try:
+        job_spec = load_spec(spec)
+    except SpecError as err:
+        _spec_problems(err.problems, str(spec))
+    except ThriftyError as err:
+        _fail(err, EXIT_BAD_INPUT)
+    body = job_spec.model_dump(mode="json", exclude_defaults=True)
+    body["working_dir"] = job_spec.working_dir
+    with _client(server, token) as client:
+        job = client.submit(body)
+    sys.stderr.write(f"submitted {job['name']} as {job['owner']} ({job['state']}); follow it "
+                     f"with `thrifty logs -f {job['id']}`\n")
+    print(job["id"])
+
+
+def jobs_table(jobs: Sequence[dict[str, Any]], now: float) -> Table:
+    table = Table(header_style="bold")
+    for header in ("id", "owner", "state", "replicas", "batch", "epoch", "goodput (samples/s)",
+                   "restarts", "age"):
+        table.add_column(header, justify="left" if header in ("id", "owner", "state")
+                         else "right")
+    for job in jobs:
+        state = job["state"]
+        if job.get("cancel_requested") and state not in TERMINAL:
+            state = f"{state} (cancelling)"
+        table.add_row(
+            job["id"], job["owner"], f"[{COLOURS.get(job['state'], '')}]{state}[/]",
+            str(job["replicas"] or "—"), _fmt(job["batch_size"]), _fmt(job["epoch"]),
+            _fmt(job["goodput"]), str(job["restarts"]), _age(now - job["submitted_at"]),
+        )
+    return table
+
+
+def jobs_command(
+    all_states: Annotated[bool, typer.Option(
+        "--all-states", "-a", help="Finished jobs too (default: queued and running ones).")]
+    = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 100,
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+) -> None:
+    """Your jobs (an admin's: everyone's), newest first."""
+    if limit < 1:
+        _fail(f"--limit must be at least 1, got {limit}", EXIT_BAD_INPUT)
+    with _client(server, token) as client:
+        jobs = list(client.iter_jobs(() if all_states else ACTIVE, limit=limit))
+    if as_json:
+        print(json.dumps(jobs, indent=2))
+        return
+    out = _console()
+    if not jobs:
+        out.print("no jobs" if all_states else "no queued or running jobs (--all-states shows "
+                                                "finished ones)")
+        return
+    out.print(jobs_table(jobs, time.time()))
+
+
+def cancel_command(
+    job_ids: Annotated[list[str], typer.Argument(help="Job ids.", show_default=False)],
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+) -> None:
+    """Cancel jobs: a queued one ends at once, a running one in the next scheduling round."""
+    with _client(server, token) as client:
+        for job_id in job_ids:
+            job = client.cancel(job_id)
+            if job["state"] in TERMINAL:
+                print(f"{job_id}: {job['state']}")
+            else:
+                print(f"{job_id}: cancel requested; it stops in the next scheduling round")
+
+
+# --------------------------------------------------------------------------------------------
+# thrifty logs
+# --------------------------------------------------------------------------------------------
+
+
+def _write(text: str, rank: int, ranks: int, at_line_start: dict[int, bool]) -> None:
+    """A replica's text; with several replicas every line starts with its rank."""
+    if not text:
+        return
+    if ranks > 1:
+        lines = text.splitlines(keepends=True)
+        prefix = f"[rank {rank}] "
+        text = "".join((prefix if i > 0 or at_line_start.get(rank, True) else "") + line
+                       for i, line in enumerate(lines))
+    at_line_start[rank] = text.endswith("\n")
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+def logs_command(
+    job_id: Annotated[str, typer.Argument(help="Job id.", show_default=False)],
+    follow: Annotated[bool, typer.Option("--follow", "-f",
+                                         help="Keep printing until the job ends.")] = False,
+    tail: Annotated[int | None, typer.Option(
+        help="Only the last N lines of each replica's log.", show_default=False)] = None,
+    attempt: Annotated[int | None, typer.Option(
+        help="This attempt's logs (default: the newest).", show_default=False)] = None,
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+) -> None:
+    """A job's logs: every replica of its newest attempt (lines prefixed by rank if several)."""
+    if tail is not None and tail < 0:
+        _fail(f"--tail must be 0 or more, got {tail}", EXIT_BAD_INPUT)
+    with _client(server, token) as client:
+        first = client.logs(job_id, tail=tail, attempt=attempt)
+        starts: dict[int, bool] = {}
+        for part in first["ranks"]:
+            _write(part["text"], part["rank"], len(first["ranks"]), starts)
+        if not follow:
+            if first["attempt"] is None:
+                sys.stderr.write(f"{job_id} has not started yet ({first['state']})\n")
+            return
+        try:
+            _follow(client, job_id, first, starts)
+        except KeyboardInterrupt:
+            return
+
+
+def _follow(client: Any, job_id: str, first: dict[str, Any], starts: dict[int, bool]) -> None:
+    """Poll for new bytes per replica; move on to a newer attempt when the job restarts; stop
+    once the job has ended and everything it wrote is printed."""
+    number = first["attempt"]
+    offsets = {part["rank"]: part["end"] for part in first["ranks"]}
+    if number is None:
+        sys.stderr.write(f"{job_id} is {first['state']}; waiting for it to start\n")
+    while True:
+        time.sleep(FOLLOW_POLL_S)
+        head = client.logs(job_id, tail=0)
+        done = head["state"] in TERMINAL
+        if number is not None:
+            _drain(client, job_id, number, offsets, starts,
+                   [p["rank"] for p in head["ranks"]] if head["attempt"] == number else None)
+        if head["attempt"] is not None and head["attempt"] != number:
+            number, offsets = head["attempt"], {}
+            sys.stdout.write(f"--- attempt {number} ---\n")
+            starts.clear()
+            _drain(client, job_id, number, offsets, starts, [p["rank"] for p in head["ranks"]])
+        if done:
+            sys.stderr.write(f"{job_id} {head['state']}\n")
+            return
+
+
+def _drain(client: Any, job_id: str, number: int, offsets: dict[int, int],
+           starts: dict[int, bool], ranks: list[int] | None) -> None:
+    for rank in sorted(set(offsets) | set(ranks or ())):
+        while True:
+            part = client.logs(job_id, attempt=number, rank=rank, offset=offsets.get(rank, 0))
+            if not part["ranks"]:
+                break
+            got = part["ranks"][0]
+            _write(got["text"], rank, max(len(offsets), len(ranks or ()), 1), starts)
+            offsets[rank] = got["end"]
+            if not got["more"]:
+                break
+
+
+# --------------------------------------------------------------------------------------------
+# thrifty cluster
+# --------------------------------------------------------------------------------------------
+
+
+def cluster_command(
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of tables.")] = False,
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
+) -> None:
+    """The nodes and how much of each running jobs hold, the queue, and the last round."""
+    with _client(server, token) as client:
+        info = client.cluster()
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    out = _console()
+    out.print(f"[bold]{info['executor']} executor[/] · policy {info['policy']} · a round every "
+              f"{info['interval_s']:g} s", soft_wrap=True)
+    table = Table(header_style="bold")
+    for header in ("node", "kind", "GPUs", "in use", "free"):
+        table.add_column(header, justify="left" if header in ("node", "kind") else "right")
+    for node in info["nodes"]:
+        table.add_row(escape(node["name"]), node["gpu_kind"], str(node["gpus"]),
+                      str(node["used"]), str(max(node["gpus"] - node["used"], 0)))
+    out.print(table)
+    jobs = info["jobs"]
+    out.print("jobs: " + ", ".join(f"[{COLOURS.get(s, '')}]{n} {s}[/]" for s, n in jobs.items()))
+    last = info["last_round"]
+    if last is None:
+        out.print("no scheduling round yet")
+    else:
+        out.print(f"{info['rounds']} round(s); the last took {last['total_s'] * 1e3:.1f} ms "
+                  f"(policy {last['policy_s'] * 1e3:.1f} ms), started {last['started']}, "
+                  f"stopped {last['stopped']}, saw {last['finished']} finish")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("server")(server_command)
+    app.command("submit")(submit_command)
+    app.command("jobs")(jobs_command)
+    app.command("logs")(logs_command)
+    app.command("cancel")(cancel_command)
+    app.command("cluster")(cluster_command)
+    users = typer.Typer(help="API users and their tokens (admins).", no_args_is_help=True)
+    users.command("add")(users_add_command)
+    app.add_typer(users, name="users")

@@ -1,0 +1,153 @@
+"""`thrifty demo`: the embedded control plane running four real training jobs on this machine.
+
+The jobs are the examples shipped beside the package (digits MLP and CNN, an MNIST-1D CNN and a
+tiny transformer language model), submitted at staggered times so that the policy has to share
+the CPU slots as jobs come and go, resizing them through checkpoint-restart.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from thrifty.cluster.local import LocalExecutor
+from thrifty.cluster.plane import ControlPlane
+from thrifty.cluster.spec import JobSpec, validate_spec
+from thrifty.cluster.store import TERMINAL_STATES, Store
+from thrifty.cluster.summary import job_summary
+from thrifty.errors import ThriftyError
+
+
+@dataclass(frozen=True)
+class DemoJob:
+    at_s: float  # submitted this long after the start
+    name: str
+    script: str
+    args: tuple[str, ...]
+
+
+RESTART_SECONDS = 8.0
+"""A local resize: checkpoint, exit, start Python and PyTorch again, load (measured: 4-8 s)."""
+
+DEMO_JOBS = (
+    DemoJob(0, "digits-mlp", "digits_mlp.py", ("--epochs", "1000")),
+    DemoJob(20, "mnist1d-cnn", "mnist1d_cnn.py", ("--epochs", "60")),
+    DemoJob(40, "digits-cnn", "digits_cnn.py", ("--epochs", "150")),
+    DemoJob(60, "tiny-lm", "tiny_lm.py", ("--epochs", "6", "--sentences", "6000")))
+
+
+def examples_folder() -> Path:
+    """The examples beside the source tree (the demo runs from a checkout, as the README says)."""
+    import thrifty
+
+    folder = Path(thrifty.__file__).resolve().parents[2] / "examples"
+    if not (folder / DEMO_JOBS[0].script).is_file():
+        raise ThriftyError(
+            f"the demo's example jobs are not in {folder}: run `thrifty demo` from an install of "
+            "a source checkout (pip install -e '.[examples]')"
+        )
+    return folder
+
+
+def demo_specs(examples: Path, max_replicas: int) -> list[tuple[float, JobSpec]]:
+    return [
+        (job.at_s, validate_spec({
+            "name": job.name,
+            "entrypoint": {"script": str(examples / job.script), "args": list(job.args)},
+            "working_dir": str(examples),
+            "resources": {"min_replicas": 1, "max_replicas": max_replicas},
+            "owner": "demo",
+            "team": "demo",
+        }))
+        for job in DEMO_JOBS
+    ]
+
+
+def _fmt(value: float | None, digits: int = 0) -> str:
+    return "—" if value is None else f"{value:,.{digits}f}"
+
+
+def live_table(rows: Sequence[dict], elapsed: float, policy: str, slots: int) -> Table:
+    table = Table(title=f"thrifty demo · policy {policy} · {slots} CPU slots · {elapsed:.0f} s",
+                  title_justify="left")
+    for header in ("job", "state", "replicas", "batch", "epoch", "goodput (samples/s)",
+                   "restarts", "time (s)"):
+        table.add_column(header, justify="left" if header in ("job", "state") else "right")
+    colours = {"running": "green", "queued": "yellow", "restarting": "cyan",
+               "succeeded": "bold green", "failed": "red", "cancelled": "dim"}
+    for row in rows:
+        state = row["state"]
+        table.add_row(
+            row["name"], f"[{colours.get(state, '')}]{state}[/]", str(row["replicas"] or "—"),
+            _fmt(row["batch_size"]), _fmt(row["epoch"]), _fmt(row["goodput"]),
+            str(row["restarts"]), _fmt(row["jct_s"]),
+        )
+    return table
+
+
+def summary_table(rows: Sequence[dict]) -> Table:
+    table = Table(title="Per job", title_justify="left")
+    for header in ("job", "state", "JCT (s)", "restarts", "replica-hours", "final batch"):
+        table.add_column(header, justify="left" if header in ("job", "state") else "right")
+    for row in rows:
+        table.add_row(row["name"], row["state"], _fmt(row["jct_s"]), str(row["restarts"]),
+                      f"{row['replica_seconds'] / 3600:.4f}", _fmt(row["batch_size"]))
+    return table
+
+
+def run_live_demo(home: Path, policy: str = "thrifty", slots: int | None = None,
+                  interval_s: float = 5.0, timeout_s: float = 900.0,
+                  console: Console | None = None) -> list[dict]:
+    """Run the demo jobs to the end in a fresh control plane under `home`; returns summaries."""
+    console = console or Console()
+    examples = examples_folder()
+    if home.exists():
+        shutil.rmtree(home)
+    home.mkdir(parents=True)
+    executor = LocalExecutor(slots=slots)
+    capacity = executor.nodes()[0].num_gpus
+    store = Store(f"sqlite:///{home / 'thrifty.db'}")
+    plane = ControlPlane(store, executor, policy, interval_s=interval_s, home=home,
+                         stop_grace_s=30.0, restart_seconds=RESTART_SECONDS)
+    plan = demo_specs(examples, max_replicas=capacity)
+    console.print(
+        f"[bold]thrifty demo[/]: {len(plan)} real training jobs (thrifty.train examples) submitted "
+        f"over {plan[-1][0]:.0f} s to the embedded control plane; the {policy} policy shares "
+        f"{capacity} CPU slot(s) among them every {interval_s:.0f} s."
+    )
+    start = time.monotonic()
+    submitted: list[str] = []
+    plane.start()
+    try:
+        with Live(console=console, refresh_per_second=2, transient=False) as live:
+            while True:
+                elapsed = time.monotonic() - start
+                while len(submitted) < len(plan) and plan[len(submitted)][0] <= elapsed:
+                    submitted.append(plane.submit(plan[len(submitted)][1]).id)
+                now = time.time()
+                rows = [job_summary(job, now) for job in reversed(store.jobs())]
+                live.update(live_table(rows, elapsed, policy, capacity))
+                if len(submitted) == len(plan) and all(r["state"] in TERMINAL_STATES
+                                                       for r in rows):
+                    break
+                if elapsed > timeout_s:
+                    raise ThriftyError(f"the demo did not finish within {timeout_s:.0f} s")
+                time.sleep(0.5)
+    finally:
+        plane.stop(stop_jobs=True)
+    rows = [job_summary(job, time.time()) for job in reversed(store.jobs())]
+    console.print(summary_table(rows))
+    console.print(f"Finished in {time.monotonic() - start:.0f} s.")
+    console.print(f"Database: {home / 'thrifty.db'}")
+    console.print(f"Logs:     {home / 'jobs'}/<job>/logs/")
+    failed = [r for r in rows if r["state"] != "succeeded"]
+    for row in failed:
+        console.print(f"[red]{row['name']} {row['state']}[/]: {row['message'][-2000:]}")
+    return rows

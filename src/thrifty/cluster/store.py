@@ -1,0 +1,220 @@
+"""The durable job store: every state change is committed here before anyone acts on it.
+
+SQLite in `~/.thrifty/thrifty.db` by default (WAL mode, so the API reads while the scheduler
+writes), PostgreSQL or anything SQLAlchemy speaks when THRIFTY_DB_URL says so. The schema is
+created and upgraded by Alembic migrations when the store opens, so an old database keeps working
+after an upgrade of thrifty.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import secrets
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import create_engine, event, func, select
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from thrifty.cluster.schema import Event, JobRow, ReportRow, User
+from thrifty.cluster.spec import JobSpec
+from thrifty.errors import ThriftyError
+
+QUEUED, RUNNING, RESTARTING = "queued", "running", "restarting"
+SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
+ACTIVE_STATES = (QUEUED, RUNNING, RESTARTING)
+TERMINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
+
+REPORT_HISTORY_S = 60.0  # keep a reported model at least this often, and at every batch change
+
+
+def thrifty_home() -> Path:
+    """Where the database, logs and checkpoints live: $THRIFTY_HOME or ~/.thrifty."""
+    return Path(os.environ.get("THRIFTY_HOME") or Path.home() / ".thrifty")
+
+
+def default_db_url() -> str:
+    url = os.environ.get("THRIFTY_DB_URL")
+    if url:
+        return url
+    home = thrifty_home()
+    home.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{home / 'thrifty.db'}"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema up to the newest migration (creates it in an empty database)."""
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def new_job_id(name: str) -> str:
+    return f"{name[:24].lower()}-{uuid.uuid4().hex[:10]}"
+
+
+class Store:
+    """Sessions on one database, plus the few queries several parts share."""
+
+    def __init__(self, url: str | None = None) -> None:
+        self.url = url or default_db_url()
+        sqlite = self.url.startswith("sqlite")
+        try:
+            self.engine = create_engine(
+                self.url,
+                connect_args={"check_same_thread": False, "timeout": 30} if sqlite else {},
+                pool_size=10 if sqlite else 5,
+                max_overflow=20,
+            )
+            if sqlite:
+                event.listen(self.engine, "connect", _sqlite_pragmas)
+            migrate(self.engine)
+        except Exception as err:
+            raise ThriftyError(
+                f"cannot open the job store at {self.url}: {err}; check THRIFTY_DB_URL"
+            ) from err
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction: committed when the block ends normally, rolled back otherwise."""
+        with self._sessions() as session, session.begin():
+            yield session
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ---- users ---------------------------------------------------------------------------------
+
+    def add_user(self, name: str, admin: bool = False) -> str:
+        """Create (or re-key) a user; returns their new API token, which is stored only hashed."""
+        token = f"thr_{secrets.token_urlsafe(24)}"
+        with self.session() as s:
+            user = s.get(User, name)
+            if user is None:
+                s.add(User(name=name, token_hash=hash_token(token), admin=admin,
+                           created_at=time.time()))
+            else:
+                user.token_hash, user.admin = hash_token(token), admin
+        return token
+
+    def user_for_token(self, token: str) -> User | None:
+        with self.session() as s:
+            return s.scalar(select(User).where(User.token_hash == hash_token(token)))
+
+    def count_users(self) -> int:
+        with self.session() as s:
+            return int(s.scalar(select(func.count()).select_from(User)) or 0)
+
+    # ---- jobs ----------------------------------------------------------------------------------
+
+    def submit(self, spec: JobSpec, now: float | None = None,
+               request_key: str | None = None) -> JobRow:
+        """Store a new queued job. A repeated `request_key` (a client's retry of the same
+        submission) returns the job stored the first time instead of a second copy."""
+        now = time.time() if now is None else now
+        if request_key is not None:
+            with self.session() as s:
+                known = s.scalar(select(JobRow).where(JobRow.request_key == request_key))
+            if known is not None:
+                return known
+        row = JobRow(
+            id=new_job_id(spec.name), name=spec.name, owner=spec.owner, team=spec.team,
+            spec=spec.model_dump(mode="json"), state=QUEUED, priority=spec.priority,
+            submitted_at=now, restarts=0, failures=0, attained_service=0.0,
+            replica_seconds=0.0, cancel_requested=False, message="", request_key=request_key,
+        )
+        try:
+            with self.session() as s:
+                s.add(row)
+                s.add(Event(job_id=row.id, at=now, kind="submitted",
+                            message=f"submitted by {spec.owner or 'anonymous'}"))
+        except IntegrityError:
+            if request_key is None:
+                raise
+            with self.session() as s:  # the same request, racing itself: the first one won
+                known = s.scalar(select(JobRow).where(JobRow.request_key == request_key))
+            if known is None:
+                raise
+            return known
+        return row
+
+    def get(self, job_id: str) -> JobRow | None:
+        with self.session() as s:
+            return s.get(JobRow, job_id)
+
+    def jobs(
+        self,
+        owner: str | None = None,
+        states: Sequence[str] | None = None,
+        limit: int | None = None,
+        offset: int = 0,
+    ) -> list[JobRow]:
+        query = select(JobRow).order_by(JobRow.submitted_at.desc(), JobRow.id)
+        if owner is not None:
+            query = query.where(JobRow.owner == owner)
+        if states:
+            query = query.where(JobRow.state.in_(list(states)))
+        if limit is not None:
+            query = query.limit(limit).offset(offset)
+        with self.session() as s:
+            return list(s.scalars(query))
+
+    def request_cancel(self, job_id: str, now: float | None = None) -> JobRow:
+        """Mark a job for cancelling: a queued job ends at once, a running one next round."""
+        now = time.time() if now is None else now
+        with self.session() as s:
+            row = s.get(JobRow, job_id)
+            if row is None:
+                raise ThriftyError(f"no job {job_id}")
+            if row.state in TERMINAL_STATES:
+                return row
+            row.cancel_requested = True
+            if row.state == QUEUED:
+                row.state, row.finished_at = CANCELLED, now
+            s.add(Event(job_id=job_id, at=now, kind="cancel", message="cancel requested"))
+            return row
+
+    def record_report(self, job_id: str, report: dict[str, Any], now: float | None = None) -> bool:
+        """Keep a job's newest report; False when the job is unknown or already over."""
+        now = time.time() if now is None else now
+        with self.session() as s:
+            row = s.get(JobRow, job_id)
+            if row is None or row.state in TERMINAL_STATES:
+                return False
+            previous = row.report or {}
+            changed = previous.get("batch_size") != report.get("batch_size")
+            if changed or row.reported_at is None or now - row.reported_at >= REPORT_HISTORY_S:
+                s.add(ReportRow(job_id=job_id, at=now, report=report))
+            row.report, row.reported_at = report, now
+            return True
+
+    def events(self, job_id: str | None = None, limit: int = 100) -> list[Event]:
+        query = select(Event).order_by(Event.id.desc()).limit(limit)
+        if job_id is not None:
+            query = query.where(Event.job_id == job_id)
+        with self.session() as s:
+            return list(reversed(list(s.scalars(query))))

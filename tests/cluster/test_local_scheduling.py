@@ -1,0 +1,126 @@
+"""The scheduling loop on the local executor, with real processes and real training."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from thrifty.cluster.local import LocalExecutor
+from thrifty.cluster.plane import ControlPlane
+from thrifty.cluster.spec import validate_spec
+from thrifty.cluster.store import TERMINAL_STATES, Store
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def spec(name: str, **fields: object) -> object:
+    return validate_spec({"name": name, "working_dir": str(EXAMPLES), **fields})
+
+
+def wait_for(plane: ControlPlane, job_id: str, states: tuple[str, ...], timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = plane.store.get(job_id).state
+        if state in states:
+            return state
+        time.sleep(0.2)
+    raise AssertionError(f"{job_id} still {plane.store.get(job_id).state} after {timeout} s")
+
+
+@pytest.fixture
+def plane(tmp_path: Path) -> Iterator[ControlPlane]:
+    cp = ControlPlane(Store(f"sqlite:///{tmp_path / 'db'}"), LocalExecutor(slots=2), "thrifty",
+                      interval_s=1.0, home=tmp_path, stop_grace_s=20.0, retry_backoff_s=0.2,
+                      restart_seconds=1.0)
+    cp.start()
+    yield cp
+    cp.stop(stop_jobs=True)
+
+
+def kinds(plane: ControlPlane, job_id: str) -> list[str]:
+    return [e.kind for e in plane.store.events(job_id)]
+
+
+def test_a_crashing_job_is_retried_then_failed_with_its_log_tail(plane: ControlPlane) -> None:
+    crash = "import sys; print('loading shard 7', flush=True); sys.exit(3)"
+    job = plane.submit(spec("crash", mode="rigid", max_restarts=2,
+                            entrypoint={"command": [sys.executable, "-c", crash]}))
+    assert wait_for(plane, job.id, TERMINAL_STATES, 60) == "failed"
+    row = plane.store.get(job.id)
+    assert row.failures == 3  # the first run and two retries
+    assert "exit codes 3" in row.message and "loading shard 7" in row.message
+    assert kinds(plane, job.id).count("started") == 3
+
+
+def test_an_adaptive_job_grows_by_checkpoint_restart_and_resumes(plane: ControlPlane) -> None:
+    job = plane.submit(spec("grow", entrypoint={"script": "digits_mlp.py",
+                                                "args": ["--epochs", "300"]},
+                            resources={"max_replicas": 2}))
+    assert wait_for(plane, job.id, TERMINAL_STATES, 240) == "succeeded"
+    row = plane.store.get(job.id)
+    assert "resizing" in kinds(plane, job.id) and row.restarts >= 1
+    logs = plane.scheduler.log_dir(job.id)
+    second = (logs / "attempt-2-rank-0.log").read_text()
+    assert (logs / "attempt-2-rank-1.log").exists()  # grown to two replicas
+    first_epoch = int(re.search(r"epoch (\d+):", second).group(1))
+    assert first_epoch > 0  # resumed from the checkpoint, not from the start
+    assert row.report is not None and row.report["epoch"] == 300
+
+
+def test_cancel_stops_the_replicas(plane: ControlPlane) -> None:
+    job = plane.submit(spec("sleepy", mode="rigid",
+                            entrypoint={"command": ["sleep", "300"]}))
+    wait_for(plane, job.id, ("running",), 30)
+    with plane.store.session() as s:
+        pid = plane.scheduler._open_attempt(s, job.id).handle["pids"][0]
+    plane.cancel(job.id)
+    assert wait_for(plane, job.id, TERMINAL_STATES, 30) == "cancelled"
+    time.sleep(0.2)
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)
+
+
+def test_quota_and_non_preemptible_rigid_jobs(tmp_path: Path) -> None:
+    cp = ControlPlane(Store(f"sqlite:///{tmp_path / 'db'}"), LocalExecutor(slots=2), "thrifty",
+                      interval_s=0.5, home=tmp_path, quotas={"small": {"cpu": 1}})
+    try:
+        first = cp.submit(spec("a", mode="rigid", team="small", preemptible=False,
+                               entrypoint={"command": ["sleep", "3"]}))
+        second = cp.submit(spec("b", mode="rigid", team="small",
+                                entrypoint={"command": ["sleep", "1"]}))
+        cp.start()
+        wait_for(cp, first.id, ("running",), 20)
+        time.sleep(1.5)
+        assert cp.store.get(second.id).state == "queued"  # quota 1: it waits for the first
+        assert wait_for(cp, second.id, TERMINAL_STATES, 30) == "succeeded"
+        a, b = cp.store.get(first.id), cp.store.get(second.id)
+        assert b.started_at >= a.finished_at and a.restarts == 0
+    finally:
+        cp.stop(stop_jobs=True)
+
+
+def test_a_restarted_control_plane_adopts_running_replicas(tmp_path: Path) -> None:
+    def make() -> ControlPlane:
+        return ControlPlane(Store(f"sqlite:///{tmp_path / 'db'}"), LocalExecutor(slots=1),
+                            "thrifty", interval_s=0.5, home=tmp_path)
+
+    first = make()
+    first.start()
+    job = first.submit(spec("long", mode="rigid",
+                            entrypoint={"command": ["sh", "-c", "sleep 4; echo done"]}))
+    wait_for(first, job.id, ("running",), 20)
+    first.stop()  # the loop ends; the replica keeps running
+    second = make()
+    second.start()
+    try:
+        assert "adopted" in kinds(second, job.id)
+        assert wait_for(second, job.id, TERMINAL_STATES, 30) == "succeeded"
+        assert kinds(second, job.id).count("started") == 1  # never relaunched
+    finally:
+        second.stop(stop_jobs=True)
