@@ -133,6 +133,7 @@ class Job:
         self._previous_hook = sys.excepthook
         sys.excepthook = self._excepthook
         self._closed = False
+        self.owns_group = False  # a launcher's group (Ray Train's) is the launcher's to destroy
 
     # ---- building blocks ---------------------------------------------------------------------
 
@@ -432,7 +433,11 @@ class Job:
         self._previous_hook(kind, error, trace)
 
     def finish(self) -> None:
-        """Flush the last report and leave the process group cleanly (barrier first)."""
+        """Flush the last report and leave the process group cleanly (barrier first).
+
+        A group that `init` found already created (Ray Train creates it before the training
+        function runs, and destroys it after) is left to its creator.
+        """
         if self._closed:
             return
         self._closed = True
@@ -445,7 +450,8 @@ class Job:
         sys.excepthook = self._previous_hook
         if self.env.distributed and dist.is_initialized():
             dist.barrier()
-            dist.destroy_process_group()
+            if self.owns_group:
+                dist.destroy_process_group()
 
     def __enter__(self) -> Job:
         return self
@@ -491,6 +497,8 @@ def init(
     if env.gpu_kind == "cpu" and cuda and "THRIFTY_GPU_KIND" not in os.environ:
         env = TrainEnv(**{**env.__dict__, "gpu_kind": "cuda"})
     # Check everything local before touching the network: a bad folder fails in a second.
+    if dist.is_initialized():
+        _check_group(env)
     job = Job(env, device, adapt_every, min_gain, report_interval, seed, stats_every)
     if env.distributed and not dist.is_initialized():
         for name in ("MASTER_ADDR", "MASTER_PORT"):
@@ -508,4 +516,17 @@ def init(
             world_size=env.world_size,
             timeout=datetime.timedelta(seconds=timeout_s),
         )
+        job.owns_group = True
     return job
+
+
+def _check_group(env: TrainEnv) -> None:
+    """A group the launcher created must be the one RANK and WORLD_SIZE describe: replicas that
+    disagree on their number would split batches wrongly and wait forever in collectives."""
+    size, rank = dist.get_world_size(), dist.get_rank()
+    if (size, rank) != (env.world_size, env.rank):
+        raise ThriftyError(
+            f"the torch process group has rank {rank} of {size}, but RANK={env.rank} and "
+            f"WORLD_SIZE={env.world_size}: set RANK and WORLD_SIZE to the group's (torchrun "
+            "and Ray Train do) or let thrifty.train.init create the group"
+        )
