@@ -60,9 +60,9 @@ def test_a_crashing_job_is_retried_then_failed_with_its_log_tail(plane: ControlP
 
 def test_an_adaptive_job_grows_by_checkpoint_restart_and_resumes(plane: ControlPlane) -> None:
     job = plane.submit(spec("grow", entrypoint={"script": "digits_mlp.py",
-                                                "args": ["--epochs", "300"]},
+                                                "args": ["--epochs", "1000"]},
                             resources={"max_replicas": 2}))
-    assert wait_for(plane, job.id, TERMINAL_STATES, 240) == "succeeded"
+    assert wait_for(plane, job.id, TERMINAL_STATES, 400) == "succeeded"
     row = plane.store.get(job.id)
     assert "resizing" in kinds(plane, job.id) and row.restarts >= 1
     logs = plane.scheduler.log_dir(job.id)
@@ -70,7 +70,7 @@ def test_an_adaptive_job_grows_by_checkpoint_restart_and_resumes(plane: ControlP
     assert (logs / "attempt-2-rank-1.log").exists()  # grown to two replicas
     first_epoch = int(re.search(r"epoch (\d+):", second).group(1))
     assert first_epoch > 0  # resumed from the checkpoint, not from the start
-    assert row.report is not None and row.report["epoch"] == 300
+    assert row.report is not None and row.report["epoch"] == 1000
 
 
 def test_cancel_stops_the_replicas(plane: ControlPlane) -> None:

@@ -37,10 +37,10 @@ RESTART_SECONDS = 8.0
 """A local resize: checkpoint, exit, start Python and PyTorch again, load (measured: 4-8 s)."""
 
 DEMO_JOBS = (
-    DemoJob(0, "digits-mlp", "digits_mlp.py", ("--epochs", "1000")),
-    DemoJob(20, "mnist1d-cnn", "mnist1d_cnn.py", ("--epochs", "60")),
-    DemoJob(40, "digits-cnn", "digits_cnn.py", ("--epochs", "150")),
-    DemoJob(60, "tiny-lm", "tiny_lm.py", ("--epochs", "6", "--sentences", "6000")))
+    DemoJob(0, "digits-mlp", "digits_mlp.py", ("--epochs", "1500")),
+    DemoJob(20, "mnist1d-cnn", "mnist1d_cnn.py", ("--epochs", "80")),
+    DemoJob(40, "digits-cnn", "digits_cnn.py", ("--epochs", "250")),
+    DemoJob(60, "tiny-lm", "tiny_lm.py", ("--epochs", "8", "--sentences", "8000")))
 
 
 def examples_folder() -> Path:
