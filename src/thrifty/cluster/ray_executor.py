@@ -539,14 +539,7 @@ class RayExecutor:
     def _terminate(self, actors: Sequence[Any], grace_s: float) -> None:
         """SIGTERM all, wait up to `grace_s` for them to exit, then SIGKILL what is left."""
         def ask(grace: float) -> list[int | None]:
-            refs = [a.terminate.remote(grace) for a in actors]
-            out: list[int | None] = []
-            for ref in refs:
-                try:
-                    out.append(ray.get(ref, timeout=self.poll_timeout_s))
-                except (GetTimeoutError, RayActorError, ActorUnschedulableError):
-                    out.append(LOST)
-            return out
+            return self._gather([a.terminate.remote(grace) for a in actors])
 
         codes = ask(grace_s)
         deadline = time.monotonic() + grace_s
@@ -560,7 +553,10 @@ class RayExecutor:
                 time.sleep(0.1)
 
     def _statuses(self, actors: Sequence[Any]) -> list[int | None]:
-        refs = [a.status.remote() for a in actors]
+        return self._gather([a.status.remote() for a in actors])
+
+    def _gather(self, refs: Sequence[Any]) -> list[int | None]:
+        """Exit codes from the actors' answers; an actor that cannot answer counts as LOST."""
         out: list[int | None] = []
         for ref in refs:
             try:
