@@ -113,7 +113,7 @@ def test_a_restarted_control_plane_adopts_running_replicas(tmp_path: Path) -> No
     first = make()
     first.start()
     job = first.submit(spec("long", mode="rigid",
-                            entrypoint={"command": ["sh", "-c", "sleep 4; echo done"]}))
+                            entrypoint={"command": ["sh", "-c", "sleep 8; echo done"]}))
     wait_for(first, job.id, ("running",), 20)
     first.stop()  # the loop ends; the replica keeps running
     second = make()
