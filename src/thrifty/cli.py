@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -47,6 +47,8 @@ from thrifty.cli_accounting import (
     with_baseline,
 )
 from thrifty.cli_cluster import register as register_cluster
+from thrifty.cli_output import fail as _fail
+from thrifty.cli_output import results_console
 from thrifty.errors import ThriftyError
 from thrifty.policy.registry import POLICIES, make_policy
 from thrifty.settings import Settings
@@ -66,7 +68,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-EXIT_BAD_INPUT = 2  # the user can fix it: one line on stderr names what and where
 EXIT_RUN_FAILED = 1  # a simulation failed after starting (reported per pair)
 
 # The demo: the start of Pollux workload 1 on the Pollux paper's cluster, small enough to finish in
@@ -415,21 +416,6 @@ def json_rows(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
         )
         rows.append(row)
     return rows
-
-
-def results_console() -> Console:
-    """Rich console for results; wide when piped, so that logs keep the table on one line."""
-    console = Console()
-    if not console.is_terminal:
-        console.width = max(console.width, 160)
-    return console
-
-
-def _fail(err: BaseException) -> NoReturn:
-    """Report a user-fixable problem as one line on stderr and exit with status 2."""
-    message = " ".join(str(err).split())
-    sys.stderr.write(f"error: {message}\n")
-    raise typer.Exit(EXIT_BAD_INPUT)
 
 
 def _report_failures(outcomes: Sequence[Outcome]) -> bool:

@@ -14,16 +14,16 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from thrifty.accounting.ledger import GroupBy, Ledger, ReportRow, report, spend_over_time
+from thrifty.cli_output import fail as _fail
+from thrifty.cli_output import results_console
 from thrifty.errors import ThriftyError
 
-EXIT_BAD_INPUT = 2
 RATIO_FIELDS = (
     # (header, Summary attribute)
     ("GPU-h", "allocated_gpu_hours"),
@@ -31,18 +31,6 @@ RATIO_FIELDS = (
     ("kWh", "kwh"),
     ("kg CO2e", "kgco2e"),
 )
-
-
-def _fail(err: BaseException) -> NoReturn:
-    sys.stderr.write(f"error: {' '.join(str(err).split())}\n")
-    raise typer.Exit(EXIT_BAD_INPUT)
-
-
-def _console() -> Console:
-    console = Console()
-    if not console.is_terminal:
-        console.width = max(console.width, 160)
-    return console
 
 
 def _f(value: float) -> str:
@@ -236,7 +224,7 @@ def report_command(
         runs = load_ledgers(ledger)
     except ThriftyError as err:
         _fail(err)
-    out = _console()
+    out = results_console()
     records: list[dict[str, Any]] = []
     group: GroupBy = by  # type: ignore[assignment]
     for label, book in runs:
@@ -339,7 +327,7 @@ def advise_command(
                         max_gpus=max_gpus, spot=spot, cpu_slowdown=cpu_slowdown)
     except ThriftyError as err:
         _fail(err)
-    out = _console()
+    out = results_console()
     table = Table(title=f"Options for {what}", header_style="bold")
     for header in ("option", "hours", "USD/h", "USD", "Pareto", ""):
         table.add_column(header, justify="left" if header == "option" else "right")

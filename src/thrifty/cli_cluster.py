@@ -20,14 +20,13 @@ from pathlib import Path
 from typing import IO, Annotated, Any, NoReturn
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from thrifty.cli_output import EXIT_BAD_INPUT, fail, results_console
 from thrifty.cluster.client import DEFAULT_SERVER
 from thrifty.errors import ThriftyError
 
-EXIT_BAD_INPUT = 2  # the user can fix the input: a spec, an option
 EXIT_FAILED = 1  # the server is down or said no
 DEFAULT_PORT = 8470
 FOLLOW_POLL_S = 1.0
@@ -44,16 +43,8 @@ TokenOpt = Annotated[str | None, typer.Option(
     help="API token (default: $THRIFTY_TOKEN, else the file THRIFTY_HOME/token).")]
 
 
-def _console() -> Console:
-    console = Console()
-    if not console.is_terminal:
-        console.width = max(console.width, 160)
-    return console
-
-
 def _fail(err: BaseException | str, code: int = EXIT_FAILED) -> NoReturn:
-    sys.stderr.write(f"error: {' '.join(str(err).split())}\n")
-    raise typer.Exit(code)
+    fail(err, code)
 
 
 def _spec_problems(problems: Sequence[tuple[str, str]], where: str) -> NoReturn:
@@ -180,7 +171,7 @@ def server_command(
               EXIT_BAD_INPUT)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("alembic").setLevel(max(level, logging.WARNING))  # one line per migration
-    out = _console()
+    out = results_console()
     with contextlib.ExitStack() as cleanup:  # closed in reverse, on errors too
         try:
             if interval <= 0:
@@ -313,7 +304,7 @@ def jobs_command(
     if as_json:
         print(json.dumps(jobs, indent=2))
         return
-    out = _console()
+    out = results_console()
     if not jobs:
         out.print("no jobs" if all_states else "no queued or running jobs (--all-states shows "
                                                 "finished ones)")
@@ -438,7 +429,7 @@ def cluster_command(
     if as_json:
         print(json.dumps(info, indent=2))
         return
-    out = _console()
+    out = results_console()
     out.print(f"[bold]{info['executor']} executor[/] · policy {info['policy']} · a round every "
               f"{info['interval_s']:g} s", soft_wrap=True)
     table = Table(header_style="bold")
