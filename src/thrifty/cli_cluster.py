@@ -25,16 +25,13 @@ from rich.table import Table
 
 from thrifty.cli_output import EXIT_BAD_INPUT, fail, results_console
 from thrifty.cluster.client import DEFAULT_SERVER
+from thrifty.cluster.states import ACTIVE_STATES, STATE_COLOURS, TERMINAL_STATES
 from thrifty.errors import ThriftyError
 
 EXIT_FAILED = 1  # the server is down or said no
 DEFAULT_PORT = 8470
 FOLLOW_POLL_S = 1.0
 
-TERMINAL = ("succeeded", "failed", "cancelled")
-ACTIVE = ("queued", "running", "restarting")
-COLOURS = {"running": "green", "queued": "yellow", "restarting": "cyan",
-           "succeeded": "bold green", "failed": "red", "cancelled": "dim"}
 
 ServerOpt = Annotated[str, typer.Option(
     "--server", envvar="THRIFTY_SERVER", help="The thrifty server's URL.")]
@@ -277,10 +274,10 @@ def jobs_table(jobs: Sequence[dict[str, Any]], now: float) -> Table:
                          else "right")
     for job in jobs:
         state = job["state"]
-        if job.get("cancel_requested") and state not in TERMINAL:
+        if job.get("cancel_requested") and state not in TERMINAL_STATES:
             state = f"{state} (cancelling)"
         table.add_row(
-            job["id"], job["owner"], f"[{COLOURS.get(job['state'], '')}]{state}[/]",
+            job["id"], job["owner"], f"[{STATE_COLOURS.get(job['state'], '')}]{state}[/]",
             str(job["replicas"] or "—"), _fmt(job["batch_size"]), _fmt(job["epoch"]),
             _fmt(job["goodput"]), str(job["restarts"]), _age(now - job["submitted_at"]),
         )
@@ -300,7 +297,7 @@ def jobs_command(
     if limit < 1:
         _fail(f"--limit must be at least 1, got {limit}", EXIT_BAD_INPUT)
     with _client(server, token) as client:
-        jobs = list(client.iter_jobs(() if all_states else ACTIVE, limit=limit))
+        jobs = list(client.iter_jobs(() if all_states else ACTIVE_STATES, limit=limit))
     if as_json:
         print(json.dumps(jobs, indent=2))
         return
@@ -321,7 +318,7 @@ def cancel_command(
     with _client(server, token) as client:
         for job_id in job_ids:
             job = client.cancel(job_id)
-            if job["state"] in TERMINAL:
+            if job["state"] in TERMINAL_STATES:
                 print(f"{job_id}: {job['state']}")
             else:
                 print(f"{job_id}: cancel requested; it stops in the next scheduling round")
@@ -385,7 +382,7 @@ def _follow(client: Any, job_id: str, first: dict[str, Any], starts: dict[int, b
     while True:
         time.sleep(FOLLOW_POLL_S)
         head = client.logs(job_id, tail=0)
-        done = head["state"] in TERMINAL
+        done = head["state"] in TERMINAL_STATES
         if number is not None:
             _drain(client, job_id, number, offsets, starts,
                    [p["rank"] for p in head["ranks"]] if head["attempt"] == number else None)
@@ -440,7 +437,8 @@ def cluster_command(
                       str(node["used"]), str(max(node["gpus"] - node["used"], 0)))
     out.print(table)
     jobs = info["jobs"]
-    out.print("jobs: " + ", ".join(f"[{COLOURS.get(s, '')}]{n} {s}[/]" for s, n in jobs.items()))
+    counts = (f"[{STATE_COLOURS.get(s, '')}]{n} {s}[/]" for s, n in jobs.items())
+    out.print("jobs: " + ", ".join(counts))
     last = info["last_round"]
     if last is None:
         out.print("no scheduling round yet")

@@ -20,7 +20,8 @@ from rich.table import Table
 from thrifty.cluster.local import LocalExecutor
 from thrifty.cluster.plane import ControlPlane
 from thrifty.cluster.spec import JobSpec, validate_spec
-from thrifty.cluster.store import TERMINAL_STATES, Store
+from thrifty.cluster.states import STATE_COLOURS, TERMINAL_STATES
+from thrifty.cluster.store import Store
 from thrifty.cluster.summary import job_summary
 from thrifty.errors import ThriftyError
 
@@ -80,12 +81,10 @@ def live_table(rows: Sequence[dict], elapsed: float, policy: str, slots: int) ->
     for header in ("job", "state", "replicas", "batch", "epoch", "goodput (samples/s)",
                    "restarts", "time (s)"):
         table.add_column(header, justify="left" if header in ("job", "state") else "right")
-    colours = {"running": "green", "queued": "yellow", "restarting": "cyan",
-               "succeeded": "bold green", "failed": "red", "cancelled": "dim"}
     for row in rows:
         state = row["state"]
         table.add_row(
-            row["name"], f"[{colours.get(state, '')}]{state}[/]", str(row["replicas"] or "—"),
+            row["name"], f"[{STATE_COLOURS.get(state, '')}]{state}[/]", str(row["replicas"] or "—"),
             _fmt(row["batch_size"]), _fmt(row["epoch"]), _fmt(row["goodput"]),
             str(row["restarts"]), _fmt(row["jct_s"]),
         )

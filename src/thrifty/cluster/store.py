@@ -27,12 +27,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from thrifty.cluster.schema import Event, JobRow, ReportRow, User
 from thrifty.cluster.spec import JobSpec
+from thrifty.cluster.states import (  # noqa: F401  (re-exported: the store's vocabulary)
+    ACTIVE_STATES,
+    CANCELLED,
+    FAILED,
+    QUEUED,
+    RESTARTING,
+    RUNNING,
+    SUCCEEDED,
+    TERMINAL_STATES,
+)
 from thrifty.errors import ThriftyError
-
-QUEUED, RUNNING, RESTARTING = "queued", "running", "restarting"
-SUCCEEDED, FAILED, CANCELLED = "succeeded", "failed", "cancelled"
-ACTIVE_STATES = (QUEUED, RUNNING, RESTARTING)
-TERMINAL_STATES = (SUCCEEDED, FAILED, CANCELLED)
 
 REPORT_HISTORY_S = 60.0  # keep a reported model at least this often, and at every batch change
 
