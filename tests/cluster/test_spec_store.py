@@ -115,3 +115,21 @@ def test_an_unreachable_database_is_a_clear_error() -> None:
 
     with pytest.raises(ThriftyError, match="THRIFTY_DB_URL"):
         Store("sqlite:////nonexistent-folder/x/db.sqlite")
+
+
+def test_report_history_keeps_batch_changes_and_one_a_minute(tmp_path: Path) -> None:
+    from sqlalchemy import select
+
+    from thrifty.cluster.schema import JobRow, ReportRow
+    from thrifty.cluster.store import REPORT_HISTORY_S, keep_report
+
+    store = Store(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    job_id = store.submit(parse_spec(GOOD), now=0.0).id
+    reports = [(0.0, 32), (5.0, 32), (10.0, 64), (15.0, 64), (10.0 + REPORT_HISTORY_S, 64)]
+    for step, (at, batch) in enumerate(reports):
+        with store.session() as s:
+            keep_report(s, s.get(JobRow, job_id), {"step": step, "batch_size": batch}, at)
+    with store.session() as s:
+        kept = [r.report["step"] for r in s.scalars(select(ReportRow).order_by(ReportRow.at))]
+    assert kept == [0, 2, 4]  # first, the batch change, a minute after the last kept
+    assert store.get(job_id).report == {"step": 4, "batch_size": 64}

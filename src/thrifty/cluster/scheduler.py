@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from thrifty.cluster.executor import LOST, AttemptStatus, Executor, Launch
-from thrifty.cluster.schema import AllocationRow, Attempt, Event, JobRow, ReportRow
+from thrifty.cluster.schema import AllocationRow, Attempt, Event, JobRow
 from thrifty.cluster.spec import JobSpec
 from thrifty.cluster.store import (
     ACTIVE_STATES,
@@ -33,6 +33,7 @@ from thrifty.cluster.store import (
     RUNNING,
     SUCCEEDED,
     Store,
+    keep_report,
 )
 from thrifty.goodput import GoodputModel
 from thrifty.goodput.model import growth_cap
@@ -205,7 +206,7 @@ class Scheduler:
                 status = self.executor.poll(attempt.handle)
                 report = status.extra.get("report")
                 if report:
-                    self._take_report(s, job, report, now)
+                    keep_report(s, job, report, now)
                 if job.cancel_requested:
                     to_cancel.append((job, attempt))
                     continue
@@ -223,12 +224,6 @@ class Scheduler:
                     job.state, job.finished_at, job.allocation = CANCELLED, now, None
                     s.add(Event(job_id=job.id, at=now, kind="cancelled", message="cancelled"))
         return finished
-
-    def _take_report(self, s: Session, job: JobRow, report: dict[str, Any], now: float) -> None:
-        if report == job.report:
-            return
-        job.report, job.reported_at = report, now
-        s.add(ReportRow(job_id=job.id, at=now, report=report))
 
     def _settle(self, s: Session, job: JobRow, attempt: Attempt, status: AttemptStatus,
                 now: float) -> None:

@@ -77,6 +77,19 @@ def migrate(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
+def keep_report(s: Session, job: JobRow, report: dict[str, Any], now: float) -> None:
+    """Make `report` the job's newest, and add it to the history when the batch size changed or
+    the last kept one is older than REPORT_HISTORY_S (reports arrive every few seconds)."""
+    if report == job.report:
+        return
+    previous = job.report or {}
+    changed = previous.get("batch_size") != report.get("batch_size")
+    last_kept = s.scalar(select(func.max(ReportRow.at)).where(ReportRow.job_id == job.id))
+    if changed or last_kept is None or now - last_kept >= REPORT_HISTORY_S:
+        s.add(ReportRow(job_id=job.id, at=now, report=report))
+    job.report, job.reported_at = report, now
+
+
 def new_job_id(name: str) -> str:
     return f"{name[:24].lower()}-{uuid.uuid4().hex[:10]}"
 
@@ -202,20 +215,6 @@ class Store:
                 row.state, row.finished_at = CANCELLED, now
             s.add(Event(job_id=job_id, at=now, kind="cancel", message="cancel requested"))
             return row
-
-    def record_report(self, job_id: str, report: dict[str, Any], now: float | None = None) -> bool:
-        """Keep a job's newest report; False when the job is unknown or already over."""
-        now = time.time() if now is None else now
-        with self.session() as s:
-            row = s.get(JobRow, job_id)
-            if row is None or row.state in TERMINAL_STATES:
-                return False
-            previous = row.report or {}
-            changed = previous.get("batch_size") != report.get("batch_size")
-            if changed or row.reported_at is None or now - row.reported_at >= REPORT_HISTORY_S:
-                s.add(ReportRow(job_id=job_id, at=now, report=report))
-            row.report, row.reported_at = report, now
-            return True
 
     def events(self, job_id: str | None = None, limit: int = 100) -> list[Event]:
         query = select(Event).order_by(Event.id.desc()).limit(limit)
