@@ -12,6 +12,7 @@ import json
 import math
 import re
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,8 +21,10 @@ import typer
 from rich.table import Table
 
 from thrifty.accounting.ledger import GroupBy, Ledger, ReportRow, report, spend_over_time
+from thrifty.cli_cluster import ServerOpt, TokenOpt, api_client
 from thrifty.cli_output import fail as _fail
 from thrifty.cli_output import results_console
+from thrifty.cluster.client import DEFAULT_SERVER
 from thrifty.errors import ThriftyError
 
 RATIO_FIELDS = (
@@ -172,8 +175,10 @@ def report_table(rows: Sequence[ReportRow], by: str, title: str) -> Table:
     return table
 
 
-def plot_spend(ledgers: Sequence[tuple[str, Ledger]], path: Path, bucket_s: float = 3600) -> None:
-    """Spend (USD) and CO2 (kg) per hour per team, one column of panels per run."""
+def plot_spend(ledgers: Sequence[tuple[str, Ledger]], path: Path, bucket_s: float = 3600,
+               origin_s: float = 0.0, xlabel: str = "simulated hours") -> None:
+    """Spend (USD) and CO2 (kg) per hour per team, one column of panels per run; hours are
+    counted from `origin_s` (a live ledger's times are Unix seconds)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -183,25 +188,33 @@ def plot_spend(ledgers: Sequence[tuple[str, Ledger]], path: Path, bucket_s: floa
                              sharex="col")
     for col, (label, ledger) in enumerate(ledgers):
         for team, series in spend_over_time(ledger, bucket_s).items():
-            hours = [t / 3600 for t, _, _ in series]
+            hours = [(t - origin_s) / 3600 for t, _, _ in series]
             axes[0][col].step(hours, [u for _, u, _ in series], where="post", label=team)
             axes[1][col].step(hours, [k for _, _, k in series], where="post", label=team)
         axes[0][col].set_title(label)
         axes[0][col].set_ylabel("USD per hour")
         axes[1][col].set_ylabel("kg CO2e per hour")
-        axes[1][col].set_xlabel("simulated hours")
+        axes[1][col].set_xlabel(xlabel)
         axes[0][col].legend(fontsize="small")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
+def _live_ledger(server: str, token: str | None) -> Ledger:
+    with api_client(server, token) as client:
+        data = client.usage()
+    return Ledger.from_dict(data)
+
+
 def report_command(
-    ledger: Annotated[Path, typer.Argument(help="Ledger JSON from thrifty simulate --ledger.",
-                                           show_default=False)],
+    ledger: Annotated[Path | None, typer.Argument(
+        help="Ledger JSON from thrifty simulate --ledger; without it, the usage of the jobs on "
+             "the thrifty server (--server).", show_default=False)] = None,
     by: Annotated[str, typer.Option(help="Group by job, user or team.")] = "team",
     since: Annotated[str | None, typer.Option(
-        help="Only usage after this simulated time: seconds, or 30m, 6h, 2d.",
+        help="Only usage after this time: seconds, or 30m, 6h, 2d (simulated time from the "
+             "start for a ledger file; ago, for the server's jobs).",
         show_default=False)] = None,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="Also write the rows as CSV.",
                                                   show_default=False)] = None,
@@ -210,8 +223,11 @@ def report_command(
     plot: Annotated[Path | None, typer.Option(
         "--plot", help="Draw spend and CO2 over time per team to this image (.png, .pdf, .svg).",
         show_default=False)] = None,
+    server: ServerOpt = DEFAULT_SERVER,
+    token: TokenOpt = None,
 ) -> None:
-    """GPU-hours by kind, USD, kWh and kg CO2e per job, user or team, from a simulation's ledger."""
+    """GPU-hours by kind, USD, kWh and kg CO2e per job, user or team: of the server's jobs, or
+    of a simulation's ledger file."""
     try:
         if by not in ("job", "user", "team"):
             raise ThriftyError(f"--by must be job, user or team, got {by!r}")
@@ -221,9 +237,20 @@ def report_command(
                 raise ThriftyError(f"{target}: {option} folder {target.parent} does not exist")
         if plot is not None and plot.suffix.lower() not in (".png", ".pdf", ".svg"):
             raise ThriftyError(f"{plot}: --plot must end in .png, .pdf or .svg")
-        runs = load_ledgers(ledger)
+        runs = load_ledgers(ledger) if ledger is not None else []
     except ThriftyError as err:
         _fail(err)
+    origin, xlabel = 0.0, "simulated hours"
+    if ledger is None:
+        book = _live_ledger(server, token)
+        now = float(book.meta.get("at", time.time()))
+        if since_s is not None:
+            since_s = now - since_s
+        starts = [line.start_s for line in book.lines]
+        origin = min(starts, default=now)
+        xlabel = f"hours since {time.strftime('%Y-%m-%d %H:%M', time.localtime(origin))}"
+        runs = [(f"{server} (prices {book.meta.get('prices')}, grid {book.meta.get('carbon')})",
+                 book)]
     out = results_console()
     records: list[dict[str, Any]] = []
     group: GroupBy = by  # type: ignore[assignment]
@@ -244,7 +271,7 @@ def report_command(
         json_path.write_text(json.dumps({"by": by, "since_s": since_s, "rows": records},
                                         indent=2) + "\n")
     if plot is not None:
-        plot_spend(runs, plot)
+        plot_spend(runs, plot, origin_s=origin, xlabel=xlabel)
         sys.stderr.write(f"wrote {plot}\n")
 
 

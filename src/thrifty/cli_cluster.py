@@ -53,7 +53,7 @@ def _spec_problems(problems: Sequence[tuple[str, str]], where: str) -> NoReturn:
 
 
 @contextlib.contextmanager
-def _client(server: str, token: str | None) -> Iterator[Any]:
+def api_client(server: str, token: str | None) -> Iterator[Any]:
     """A client whose errors end the command with one line (and the right exit status)."""
     from thrifty.cluster.client import ApiError, Client, find_token
 
@@ -151,6 +151,13 @@ def server_command(
     db: Annotated[str | None, typer.Option(
         help="Database URL (default: $THRIFTY_DB_URL, else SQLite in THRIFTY_HOME).",
         show_default=False)] = None,
+    prices: Annotated[Path | None, typer.Option(
+        help="Price sheet (TOML) that usage is billed with (default: the built-in rates).",
+        show_default=False)] = None,
+    carbon: Annotated[str | None, typer.Option(
+        help="Grid the cluster draws from: a country code (DEU, FRA, USA, ...: CodeCarbon's "
+             "yearly means) or gCO2/kWh (default: the price sheet's region, else DEU).",
+        show_default=False)] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the control plane: the scheduling loop and the REST API (docs at /docs)."""
@@ -160,6 +167,7 @@ def server_command(
     from thrifty.cluster.client import token_file
     from thrifty.cluster.plane import ControlPlane
     from thrifty.cluster.store import Store, thrifty_home
+    from thrifty.cluster.usage import live_tariff, unpriced
     from thrifty.policy.registry import make_policy
 
     level = getattr(logging, log_level.upper(), None)
@@ -179,6 +187,7 @@ def server_command(
             store = Store(db)
             cleanup.callback(store.close)
             chosen = make_policy(policy)
+            tariff = live_tariff(prices, carbon)
             sock = bind(host, port)
             cleanup.callback(sock.close)
             runner = _executor(executor, slots, ray_address)
@@ -190,7 +199,11 @@ def server_command(
             write_token(token_file(), store.add_user("admin", admin=True))
             out.print(f"Created user [bold]admin[/]; its API token is in {token_file()} "
                       "(the CLI reads it from there).", soft_wrap=True)
-        plane = ControlPlane(store, runner, chosen, interval_s=interval, home=home)
+        for problem in unpriced(tariff, runner.nodes()):
+            out.print(f"[yellow]warning[/]: {escape(problem)}; `thrifty report` fails until "
+                      "--prices gives that kind a price and watts", soft_wrap=True)
+        plane = ControlPlane(store, runner, chosen, interval_s=interval, home=home,
+                             tariff=tariff)
         server = uvicorn.Server(uvicorn.Config(create_app(plane), log_level=log_level.lower(),
                                                access_log=False, timeout_graceful_shutdown=5))
 
@@ -231,7 +244,7 @@ def users_add_command(
     token: TokenOpt = None,
 ) -> None:
     """Add a user (admins only) and print their API token, which is shown this once."""
-    with _client(server, token) as client:
+    with api_client(server, token) as client:
         user = client.add_user(name, admin=admin, rotate=rotate)
     sys.stderr.write(f"user {user['name']}{' (admin)' if user['admin'] else ''}: give them this "
                      "token (THRIFTY_TOKEN or --token):\n")
@@ -259,7 +272,7 @@ def submit_command(
         _fail(err, EXIT_BAD_INPUT)
     body = job_spec.model_dump(mode="json", exclude_defaults=True)
     body["working_dir"] = job_spec.working_dir
-    with _client(server, token) as client:
+    with api_client(server, token) as client:
         job = client.submit(body)
     sys.stderr.write(f"submitted {job['name']} as {job['owner']} ({job['state']}); follow it "
                      f"with `thrifty logs -f {job['id']}`\n")
@@ -296,7 +309,7 @@ def jobs_command(
     """Your jobs (an admin's: everyone's), newest first."""
     if limit < 1:
         _fail(f"--limit must be at least 1, got {limit}", EXIT_BAD_INPUT)
-    with _client(server, token) as client:
+    with api_client(server, token) as client:
         jobs = list(client.iter_jobs(() if all_states else ACTIVE_STATES, limit=limit))
     if as_json:
         print(json.dumps(jobs, indent=2))
@@ -315,7 +328,7 @@ def cancel_command(
     token: TokenOpt = None,
 ) -> None:
     """Cancel jobs: a queued one ends at once, a running one in the next scheduling round."""
-    with _client(server, token) as client:
+    with api_client(server, token) as client:
         for job_id in job_ids:
             job = client.cancel(job_id)
             if job["state"] in TERMINAL_STATES:
@@ -357,7 +370,7 @@ def logs_command(
     """A job's logs: every replica of its newest attempt (lines prefixed by rank if several)."""
     if tail is not None and tail < 0:
         _fail(f"--tail must be 0 or more, got {tail}", EXIT_BAD_INPUT)
-    with _client(server, token) as client:
+    with api_client(server, token) as client:
         first = client.logs(job_id, tail=tail, attempt=attempt)
         starts: dict[int, bool] = {}
         for part in first["ranks"]:
@@ -421,7 +434,7 @@ def cluster_command(
     token: TokenOpt = None,
 ) -> None:
     """The nodes and how much of each running jobs hold, the queue, and the last round."""
-    with _client(server, token) as client:
+    with api_client(server, token) as client:
         info = client.cluster()
     if as_json:
         print(json.dumps(info, indent=2))

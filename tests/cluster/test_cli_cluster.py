@@ -5,6 +5,7 @@ when something is wrong."""
 from __future__ import annotations
 
 import json
+import math
 import socket
 import sys
 import time
@@ -18,6 +19,7 @@ from thrifty.cli import app
 from thrifty.cluster.api import ApiServer, create_app
 from thrifty.cluster.local import LocalExecutor
 from thrifty.cluster.plane import ControlPlane
+from thrifty.cluster.schema import AllocationRow
 from thrifty.cluster.store import TERMINAL_STATES, Store
 
 PY = sys.executable
@@ -220,3 +222,33 @@ def test_server_refuses_a_bad_setup_in_one_line(tmp_path: Path,
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)  # as a running server holds it
         assert "already runs on" in refused()
     assert not (tmp_path / "token").exists()  # no half-started server made an admin
+
+
+def test_report_of_the_servers_jobs(served: Served, tmp_path: Path) -> None:
+    """`thrifty report` without a ledger file asks the server; an admin sees every job and a
+    user only their own."""
+    spec = write_spec(tmp_path / "p", "nap", f"""
+name: nap
+mode: rigid
+team: research
+entrypoint:
+  command: [{sys.executable}, -c, "import time; time.sleep(1.0)"]
+resources:
+  max_replicas: 2
+""")
+    job_id = served.run("submit", str(spec))[0].strip()
+    served.wait(job_id, ("succeeded",))
+    out = tmp_path / "usage.json"
+    table, _ = served.run("report", "--by", "user", "--json", str(out))
+    assert "research/admin" in table
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["key"] for r in rows] == ["research/admin"]
+    with served.store.session() as s:
+        held = [(r.start, r.end) for r in s.query(AllocationRow).filter_by(job_id=job_id)]
+    core_hours = math.fsum(2 * (end - start) for start, end in held) / 3600
+    assert rows[0]["gpu_hours"] == pytest.approx(core_hours)
+    assert rows[0]["usd"] == pytest.approx(core_hours * 0.10584 / 2)  # the built-in cpu rate
+    assert rows[0]["kwh"] == pytest.approx(core_hours * 6 * 1.58 / 1000)
+    token = served.store.add_user("carol")
+    served.run("report", "--json", str(out), token=token)
+    assert json.loads(out.read_text())["rows"] == []

@@ -217,6 +217,39 @@ def test_report_file_holds_a_goodput_model_with_the_declared_length(
     assert report["step"] == job.step
 
 
+def test_start_up_time_adds_up_over_attempts_and_cpu_energy_is_not_claimed_as_measured(
+    job_factory, tmp_path: Path
+) -> None:
+    """Accounting bills restart overhead from what jobs report, so each attempt's start-up must
+    be added to the previous ones' (kept in the checkpoint), and a CPU run has no energy counter."""
+    target = tmp_path / "report.json"
+    folder = tmp_path / "ckpt"
+
+    def attempt(delay_s: float) -> tuple[dict, float]:
+        job = job_factory(checkpoint_dir=folder, report_to=str(target), report_interval=0.05)
+        time.sleep(delay_s)  # a slow start: building the model, loading data
+        model = nn.Linear(8, 1)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        wrapped = job.parallel(model, optimizer)
+        loader = job.loader(_data(), batch_size=16)
+        for _ in job.epochs(job.epoch + 1):
+            for x, y in loader:
+                optimizer.zero_grad()
+                F.mse_loss(wrapped(x), y).backward()
+                optimizer.step()
+        job.finish()
+        return json.loads(target.read_text()), job.startup_s
+
+    first, first_s = attempt(0.3)
+    assert first["startup_s"] == pytest.approx(first_s)
+    assert 0.3 <= first_s < 5.0
+    assert first["energy_kwh"] is None
+    second, second_s = attempt(0.2)
+    assert second["epoch"] == 2  # the second attempt resumed rather than starting over
+    assert second["startup_s"] == pytest.approx(second_s)
+    assert second_s >= first_s + 0.2
+
+
 class _Collector(http.server.BaseHTTPRequestHandler):
     bodies: ClassVar[list[bytes]] = []
 

@@ -158,3 +158,25 @@ def best_start(
             best_t, best_g = t, g
         t += step_s
     return StartChoice(best_t, now, best_g)
+
+
+def country_intensity(iso_code: str) -> StaticIntensity:
+    """A country's yearly mean grid intensity, from the energy-mix data CodeCarbon ships.
+
+    It is the figure a live cluster needs when no time series of its grid is at hand: one number
+    per country (ISO 3166 alpha-3 code, e.g. DEU, FRA, USA), kept current by CodeCarbon's releases.
+    """
+    from codecarbon.input import DataSource
+
+    code = iso_code.strip().upper()
+    mix = DataSource().get_global_energy_mix_data()
+    entry = mix.get(code)
+    if entry is None or "carbon_intensity" not in entry:
+        raise ThriftyError(
+            f"unknown country code '{iso_code}': give an ISO 3166 alpha-3 code such as DEU, FRA "
+            f"or USA (CodeCarbon's energy-mix data knows {len(mix)} countries)"
+        )
+    return StaticIntensity(
+        float(entry["carbon_intensity"]),
+        name=f"{entry.get('country_name', code)} ({entry.get('year', '?')} mean, CodeCarbon)",
+    )

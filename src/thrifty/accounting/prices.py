@@ -15,6 +15,10 @@ the format of `prices/cloud-gpu-prices.csv`:
     accelerator = "T4"             # the board, to look up its power
     usd_per_gpu_hour = 0.978
     usd_per_cpu_hour = 0.02
+    watts = 70                     # optional: power of one device, instead of the board table's
+    [onprem.cpu]                   # the local executor's CPU slots: one slot is one core
+    usd_per_cpu_hour = 0.053
+    watts = 6
     [[cloud]]
     provider = "aws"
     instance_type = "g4dn.xlarge"
@@ -42,6 +46,10 @@ from thrifty.errors import InputError, ThriftyError
 # The boards behind the simulator's GPU kinds (see sim/cluster.py and shared/data/README.md).
 KIND_ACCELERATOR: Mapping[str, str] = {"aws": "T4", "rtx": "RTX2080Ti", "dgx-ext": "A100-40GB"}
 
+# The local executor's slots when a machine has no GPU: one slot is one CPU core, priced per
+# CPU-hour (see OnPremRate) rather than per GPU-hour.
+CPU_KIND = "cpu"
+
 DEFAULT_PUE = 1.58  # an average data centre (Uptime Institute surveys 2020-2024)
 
 
@@ -53,6 +61,7 @@ class OnPremRate:
     usd_per_gpu_hour: float
     usd_per_cpu_hour: float = 0.0
     accelerator: str = ""
+    watts: float | None = None  # one device's power; None: the board table's figure
 
 
 @dataclass(frozen=True)
@@ -87,14 +96,16 @@ class PriceSheet:
     idle_utilisation: float = 0.15
 
     def usd_per_gpu_hour(self, kind: str) -> float:
+        """USD per hour of one device of `kind`: a GPU, or a core for the CPU kind."""
         try:
-            return self.onprem[kind].usd_per_gpu_hour
+            rate = self.onprem[kind]
         except KeyError:
             known = ", ".join(sorted(self.onprem)) or "none"
             raise ThriftyError(
                 f"price sheet '{self.name}' has no price for GPU kind '{kind}' (priced: {known}); "
                 f"add [onprem.{kind}] usd_per_gpu_hour"
             ) from None
+        return rate.usd_per_cpu_hour if kind == CPU_KIND else rate.usd_per_gpu_hour
 
     def accelerator(self, kind: str) -> str:
         """The board of a kind, to look up its power: the sheet's word, else the built-in map."""
@@ -117,14 +128,18 @@ def default_price_sheet() -> PriceSheet:
     (8 × A100 40 GB) on demand, USD 21.9576/h ÷ 8 (both from prices/cloud-gpu-prices.csv).
     rtx: no catalogue lists the RTX 2080 Ti, so this is an assumed on-premises rate: an 8-GPU
     server of about USD 25 000 written off over three years (≈ USD 0.12 per GPU-hour) plus power,
-    cooling, space and staff. Pass a sheet of your own for real figures.
+    cooling, space and staff. cpu (one core of the local executor): an m8i.large (2 vCPUs) on
+    demand, USD 0.10584/h ÷ 2; 6 W a core is an assumption (a 350 W, 56-core server CPU).
+    Board powers are the makers' rated figures, so that the control plane needs no data folder.
+    Pass a sheet of your own for real figures.
     """
     return PriceSheet(
         name="default",
         onprem={
-            "aws": OnPremRate("aws", 3.912 / 4, 0.0, "T4"),
-            "rtx": OnPremRate("rtx", 0.30, 0.0, "RTX2080Ti"),
-            "dgx-ext": OnPremRate("dgx-ext", 21.9576 / 8, 0.0, "A100-40GB"),
+            "aws": OnPremRate("aws", 3.912 / 4, 0.0, "T4", 70.0),
+            "rtx": OnPremRate("rtx", 0.30, 0.0, "RTX2080Ti", 250.0),
+            "dgx-ext": OnPremRate("dgx-ext", 21.9576 / 8, 0.0, "A100-40GB", 400.0),
+            CPU_KIND: OnPremRate(CPU_KIND, 0.0, 0.10584 / 2, "", 6.0),
         },
         region="ger",
     )
@@ -251,18 +266,25 @@ def load_price_sheet(path: Path) -> PriceSheet:
         where = f"onprem.{kind}"
         if not isinstance(entry, dict):
             raise InputError(p, "must be a table", field=where)
-        extra = set(entry) - {"accelerator", "usd_per_gpu_hour", "usd_per_cpu_hour"}
+        extra = set(entry) - {"accelerator", "usd_per_gpu_hour", "usd_per_cpu_hour", "watts"}
         if extra:
             raise InputError(p, f"unknown key(s) {', '.join(sorted(extra))}", field=where)
+        watts = entry.get("watts")
+        if watts is not None and (isinstance(watts, bool) or not isinstance(watts, int | float)
+                                  or not math.isfinite(watts) or watts <= 0):
+            raise InputError(p, f"must be a positive number of watts, got {watts!r}",
+                             field=f"{where}.watts")
         onprem[kind] = OnPremRate(
             kind=kind,
             usd_per_gpu_hour=float(
-                _price(p, entry.get("usd_per_gpu_hour"), f"{where}.usd_per_gpu_hour") or 0.0
+                _price(p, entry.get("usd_per_gpu_hour"), f"{where}.usd_per_gpu_hour",
+                       optional=kind == CPU_KIND) or 0.0
             ),
             usd_per_cpu_hour=float(
                 _price(p, entry.get("usd_per_cpu_hour", 0.0), f"{where}.usd_per_cpu_hour") or 0.0
             ),
             accelerator=str(entry.get("accelerator", KIND_ACCELERATOR.get(kind, ""))),
+            watts=None if watts is None else float(watts),
         )
     offers: list[CloudOffer] = []
     raw_cloud = data.get("cloud", [])

@@ -27,9 +27,13 @@ class Tariff:
 def power_model(sheet: PriceSheet, board_watts: dict[str, float], kinds: tuple[str, ...] = ()
                 ) -> PowerModel:
     """The sheet's PUE and utilisations over the given boards; `kinds` are checked now, so that a
-    kind without a known board fails before a simulation starts."""
+    kind without a known board fails before a simulation starts. A kind whose sheet entry gives
+    its own watts uses them, whatever the board table says."""
     accelerators = {k: sheet.accelerator(k) for k in (*sheet.onprem, *kinds)}
-    model = PowerModel(board_watts, accelerators, sheet.pue, sheet.busy_utilisation,
+    own = {k: r.watts for k, r in sheet.onprem.items() if r.watts is not None}
+    accelerators.update({k: f"{k} (price sheet)" for k in own})
+    watts = {**board_watts, **{f"{k} (price sheet)": w for k, w in own.items()}}
+    model = PowerModel(watts, accelerators, sheet.pue, sheet.busy_utilisation,
                        sheet.idle_utilisation)
     for kind in kinds:
         model.watts(kind)

@@ -35,6 +35,7 @@ from thrifty.cluster.schema import Attempt, JobRow, User
 from thrifty.cluster.spec import NAME_PATTERN, SpecError, validate_spec
 from thrifty.cluster.store import ACTIVE_STATES, RESTARTING, RUNNING, TERMINAL_STATES
 from thrifty.cluster.summary import job_summary
+from thrifty.cluster.usage import live_ledger
 from thrifty.errors import ThriftyError
 
 STATES = (*ACTIVE_STATES, *TERMINAL_STATES)
@@ -410,6 +411,15 @@ def create_app(plane: ControlPlane) -> FastAPI:
         body = metrics_text(_counts(), gpus, allocated, last and last.total_s,
                             last and last.policy_s, plane.rounds)
         return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    @app.get("/usage", summary="GPU-hours, USD, kWh and kg CO2e of every job, as a ledger")
+    def usage(who: Who) -> dict[str, Any]:
+        """An admin's covers everyone's jobs, anyone else's their own; `thrifty report` groups
+        it by job, user or team."""
+        nodes, _ = _usage()
+        book = live_ledger(store, plane.tariff, time.time(), nodes,
+                           owner=None if who.admin else who.name)
+        return book.to_dict()
 
     @app.get("/healthz", summary="Liveness (no token needed)")
     def healthz() -> dict[str, Any]:

@@ -176,6 +176,9 @@ class Client:
     def cluster(self) -> dict[str, Any]:
         return self._json("GET", "/cluster")
 
+    def usage(self) -> dict[str, Any]:
+        return self._json("GET", "/usage")
+
     def metrics(self) -> str:
         return self._send("GET", "/metrics").text
 

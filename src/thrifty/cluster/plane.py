@@ -12,12 +12,14 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from thrifty.accounting.tariff import Tariff
 from thrifty.cluster.executor import Executor
 from thrifty.cluster.local import LocalExecutor
 from thrifty.cluster.scheduler import RoundStats, Scheduler
 from thrifty.cluster.schema import JobRow
 from thrifty.cluster.spec import JobSpec
 from thrifty.cluster.store import ACTIVE_STATES, Store, thrifty_home
+from thrifty.cluster.usage import live_tariff
 from thrifty.policy.base import Policy
 from thrifty.policy.registry import make_policy
 
@@ -38,6 +40,7 @@ class ControlPlane:
         stop_grace_s: float = 60.0,
         retry_backoff_s: float = 5.0,
         restart_seconds: float = 30.0,
+        tariff: Tariff | None = None,
     ) -> None:
         if interval_s <= 0:
             raise ValueError(f"interval_s must be positive, got {interval_s}")
@@ -52,12 +55,20 @@ class ControlPlane:
         self.check_s = min(1.0, interval_s)  # how often ended attempts are looked for
         self.scheduler = Scheduler(self.store, executor, self.policy, self.home, quotas,
                                    stop_grace_s, retry_backoff_s, restart_seconds)
+        self._tariff = tariff
         self.last_round: RoundStats | None = None
         self.rounds = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+
+    @property
+    def tariff(self) -> Tariff:
+        """What usage is billed with (built on first use: the default grid's data loads then)."""
+        if self._tariff is None:
+            self._tariff = live_tariff()
+        return self._tariff
 
     def submit(self, spec: JobSpec, request_key: str | None = None) -> JobRow:
         row = self.store.submit(spec, request_key=request_key)

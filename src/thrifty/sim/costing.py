@@ -18,6 +18,7 @@ from thrifty.accounting.carbon import (
     CarbonIntensity,
     IntensitySeries,
     StaticIntensity,
+    country_intensity,
     load_intensity_series,
 )
 from thrifty.accounting.energy import load_board_power
@@ -43,24 +44,27 @@ def carbon_regions(data_root: Path) -> dict[str, Path]:
     return {p.stem.split("_")[0]: p for p in sorted(folder.glob("*.csv"))}
 
 
-def resolve_intensity(spec: str | None, data_root: Path) -> CarbonIntensity:
-    """A number (static gCO2/kWh), a region with a series in the data folder, or a CSV file."""
+def resolve_intensity(spec: str | None, data_root: Path | None) -> CarbonIntensity:
+    """A number (static gCO2/kWh), a region with a series in the data folder, a CSV file, or a
+    country's ISO 3166 alpha-3 code (its yearly mean, from CodeCarbon's data)."""
     if spec is None or not str(spec).strip():
-        raise ThriftyError("no carbon region given: use --carbon REGION|CSV|gCO2/kWh")
+        raise ThriftyError("no carbon region given: use --carbon REGION|CSV|COUNTRY|gCO2/kWh")
     text = str(spec).strip()
     try:
         return StaticIntensity(float(text), name=f"{float(text):g} gCO2/kWh")
     except ValueError:
         pass
-    regions = carbon_regions(data_root)
+    regions = carbon_regions(data_root) if data_root is not None else {}
     if text in regions:
         return load_intensity_series(regions[text], name=text)
     if text.endswith(".csv") and Path(text).is_file():
         return load_intensity_series(Path(text))
+    if len(text) == 3 and text.isalpha() and text.isupper():
+        return country_intensity(text)
     known = ", ".join(regions) or "none"
     raise ThriftyError(
-        f"unknown carbon region '{text}' (regions with a series: {known}; or give a CSV file or "
-        "a static intensity in gCO2/kWh)"
+        f"unknown carbon region '{text}' (regions with a series: {known}; or give a CSV file, "
+        "a country code such as DEU, or a static intensity in gCO2/kWh)"
     )
 
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import math
 import os
 import random
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +34,7 @@ from thrifty.goodput.model import BatchLimits, GoodputModel, split_batch
 from thrifty.goodput.noise import NoiseEstimator
 from thrifty.train.checkpoint import CheckpointStore, check_writable
 from thrifty.train.data import AdaptiveDataLoader
+from thrifty.train.energy import EnergyMeter
 from thrifty.train.env import TrainEnv
 from thrifty.train.parallel import AdaptiveDataParallel
 from thrifty.train.profile import StepProfile
@@ -114,6 +117,13 @@ class Job:
         self.store = CheckpointStore(env.checkpoint_dir) if env.checkpoint_dir else None
         self.restored: dict[str, Any] | None = None
         self.restored_from: Path | None = None
+        # Restart overhead and measured energy, summed over every attempt of the job: each
+        # attempt adds its own to what the checkpoint it resumed from carried.
+        self._born = time.monotonic()
+        self._startup_s: float | None = None  # this attempt's: start to the first step's end
+        self.meter = EnergyMeter(device)
+        self._attempt_kwh: float | None = None
+        self._before = {"startup_s": 0.0, "energy_kwh": 0.0}
         if env.checkpoint_dir is not None:
             check_writable(env.checkpoint_dir)
             self.local_caps = self._read_caps()
@@ -125,6 +135,7 @@ class Job:
                 self.step = int(self.restored["step"])
                 self.progress = float(self.restored["progress"])
                 self._rng_pending = True
+                self._before = {k: self.restored.get(k) for k in self._before}
                 log.info("resuming from %s (epoch %d, step %d)", latest[0], self.epoch, self.step)
         self.stop = StopSignal()
         self.reporter = (
@@ -283,6 +294,8 @@ class Job:
     ) -> None:
         self.step += 1
         self.progress += progress
+        if self._startup_s is None:
+            self._startup_s = time.monotonic() - self._born
         self.profile.record(self.env.num_nodes, self.env.world_size, local_bsz, seconds, sync)
         if self.step % self.adapt_every == 0:
             self._adapt()
@@ -306,11 +319,42 @@ class Job:
             target_progress=self.target_progress,
         )
 
+    # ---- restart overhead and energy ---------------------------------------------------------
+
+    @property
+    def startup_s(self) -> float | None:
+        """Seconds all attempts so far spent starting (building, restoring, the first step)."""
+        before = self._before["startup_s"]
+        if before is None or self._startup_s is None:
+            return before
+        return before + self._startup_s
+
+    @property
+    def energy_kwh(self) -> float | None:
+        """kWh the job's GPUs drew over all attempts; None unless every attempt measured it."""
+        before = self._before["energy_kwh"]
+        if before is None or self._attempt_kwh is None:
+            return None
+        return before + self._attempt_kwh
+
+    def _measure_energy(self) -> None:
+        """Sum the replicas' meters (collective: every replica calls it at the same step)."""
+        if self.device.type != "cuda":  # the same answer on every replica: no collective
+            return
+        mine = self.meter.kwh()
+        value = torch.tensor([math.nan if mine is None else mine], dtype=torch.float64,
+                             device=self.device)
+        if self.env.distributed:
+            dist.all_reduce(value)
+        total = float(value.item())
+        self._attempt_kwh = None if math.isnan(total) else total
+
     def _adapt(self) -> None:
         """Rank 0 picks the configuration; everyone adopts what it broadcasts."""
         loader = self.loader_
         if loader is None:
             return
+        self._measure_energy()
         choice = torch.tensor([loader.atomic_bsz, loader.accum_steps], dtype=torch.int64)
         if self.env.rank == 0:
             self.profile.fit()
@@ -345,6 +389,8 @@ class Job:
             "epoch": self.epoch,
             "batch_size": self.loader_.batch_size if self.loader_ else None,
             "model": model.to_dict(),
+            "startup_s": self.startup_s,
+            "energy_kwh": self.energy_kwh,
         }
         self.reporter.publish(report)
 
@@ -356,6 +402,7 @@ class Job:
             return None
         if self.model_ is not None and self.model_.drain():
             self.stop.requested = self.stop.requested or signal.SIGTERM
+        self._measure_energy()
         rng = _rng_state()
         if self.env.distributed:
             gathered: list[Any] = [None] * self.env.world_size
@@ -370,6 +417,8 @@ class Job:
                 "step": self.step,
                 "progress": self.progress,
                 "world_size": self.env.world_size,
+                "startup_s": self.startup_s,
+                "energy_kwh": self.energy_kwh,
                 "rng": gathered,
                 "user": {name: obj.state_dict() for name, obj in self._user.items()},
             }
@@ -443,6 +492,8 @@ class Job:
         self._closed = True
         if self.model_ is not None:
             self.model_.drain()
+        if not self.env.distributed or dist.is_initialized():
+            self._measure_energy()
         if self.reporter is not None:
             self._publish()
             self.reporter.close()
