@@ -158,11 +158,15 @@ def server_command(
         help="Grid the cluster draws from: a country code (DEU, FRA, USA, ...: CodeCarbon's "
              "yearly means) or gCO2/kWh (default: the price sheet's region, else DEU).",
         show_default=False)] = None,
+    budgets: Annotated[Path | None, typer.Option(
+        help="Budget file (TOML): caps per team and user that the scheduling loop enforces.",
+        show_default=False)] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the control plane: the scheduling loop and the REST API (docs at /docs)."""
     import uvicorn
 
+    from thrifty.accounting.budgets import load_budgets
     from thrifty.cluster.api import bind, create_app
     from thrifty.cluster.client import token_file
     from thrifty.cluster.plane import ControlPlane
@@ -188,6 +192,7 @@ def server_command(
             cleanup.callback(store.close)
             chosen = make_policy(policy)
             tariff = live_tariff(prices, carbon)
+            book = None if budgets is None else load_budgets(budgets)
             sock = bind(host, port)
             cleanup.callback(sock.close)
             runner = _executor(executor, slots, ray_address)
@@ -203,7 +208,7 @@ def server_command(
             out.print(f"[yellow]warning[/]: {escape(problem)}; `thrifty report` fails until "
                       "--prices gives that kind a price and watts", soft_wrap=True)
         plane = ControlPlane(store, runner, chosen, interval_s=interval, home=home,
-                             tariff=tariff)
+                             tariff=tariff, budgets=book)
         server = uvicorn.Server(uvicorn.Config(create_app(plane), log_level=log_level.lower(),
                                                access_log=False, timeout_graceful_shutdown=5))
 

@@ -12,7 +12,9 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from thrifty.accounting.budgets import BudgetBook
 from thrifty.accounting.tariff import Tariff
+from thrifty.cluster.budgets import LiveBudgets
 from thrifty.cluster.executor import Executor
 from thrifty.cluster.local import LocalExecutor
 from thrifty.cluster.scheduler import RoundStats, Scheduler
@@ -41,6 +43,7 @@ class ControlPlane:
         retry_backoff_s: float = 5.0,
         restart_seconds: float = 30.0,
         tariff: Tariff | None = None,
+        budgets: BudgetBook | None = None,
     ) -> None:
         if interval_s <= 0:
             raise ValueError(f"interval_s must be positive, got {interval_s}")
@@ -53,9 +56,11 @@ class ControlPlane:
         self.policy = make_policy(policy) if isinstance(policy, str) else policy
         self.interval_s = interval_s
         self.check_s = min(1.0, interval_s)  # how often ended attempts are looked for
-        self.scheduler = Scheduler(self.store, executor, self.policy, self.home, quotas,
-                                   stop_grace_s, retry_backoff_s, restart_seconds)
         self._tariff = tariff
+        self.budgets = None if budgets is None else LiveBudgets(budgets, self.tariff, interval_s)
+        self.scheduler = Scheduler(self.store, executor, self.policy, self.home, quotas,
+                                   stop_grace_s, retry_backoff_s, restart_seconds,
+                                   budgets=self.budgets)
         self.last_round: RoundStats | None = None
         self.rounds = 0
         self._wake = threading.Event()

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from thrifty.cluster.budgets import LiveBudgets
 from thrifty.cluster.executor import LOST, AttemptStatus, Executor, Launch
 from thrifty.cluster.schema import AllocationRow, Attempt, Event, JobRow
 from thrifty.cluster.spec import JobSpec
@@ -81,6 +82,7 @@ class Scheduler:
         retry_backoff_s: float = 5.0,
         restart_seconds: float = 30.0,
         clock: Callable[[], float] = time.time,
+        budgets: LiveBudgets | None = None,
     ) -> None:
         self.store = store
         self.executor = executor
@@ -91,6 +93,7 @@ class Scheduler:
         self.retry_backoff_s = retry_backoff_s
         self.restart_seconds = restart_seconds  # what a resize costs a job, for the policy
         self.clock = clock
+        self.budgets = budgets
         self._last_round: float | None = None
 
     # ---- paths ---------------------------------------------------------------------------------
@@ -316,7 +319,10 @@ class Scheduler:
                      Allocation.from_dict(j.allocation) if j.allocation else None)
             for j in eligible
         ]
-        return enforce_quotas(wanted, quota_jobs, self.quotas)
+        wanted = enforce_quotas(wanted, quota_jobs, self.quotas)
+        if self.budgets is not None:
+            wanted = self.budgets.enforce(self.store, wanted, eligible, cluster, now)
+        return wanted
 
     @staticmethod
     def _allowed(job_id: str, jobs: list[JobRow]) -> tuple[str, ...]:

@@ -84,13 +84,18 @@ def _segments(job: JobRow, rows: Sequence[AllocationRow], tariff: Tariff,
 
 
 def live_ledger(store: Store, tariff: Tariff, now: float, nodes: Iterable[NodeView] = (),
-                owner: str | None = None) -> Ledger:
-    """Every job's usage up to `now` (running allocations are cut there); `owner`: only theirs."""
+                owner: str | None = None, since: float | None = None) -> Ledger:
+    """Every job's usage up to `now` (running allocations are cut there); `owner`: only theirs;
+    `since`: only jobs that held GPUs after it (a budget period's, without the whole history)."""
     by_name = {n.name: n for n in nodes}
     with store.session() as s:
         query = select(JobRow).order_by(JobRow.submitted_at)
         if owner is not None:
             query = query.where(JobRow.owner == owner)
+        if since is not None:
+            recent = select(AllocationRow.job_id).where(
+                (AllocationRow.end.is_(None)) | (AllocationRow.end >= since))
+            query = query.where(JobRow.id.in_(recent))
         jobs = list(s.scalars(query))
         ids = [j.id for j in jobs]
         history: dict[str, list[AllocationRow]] = {}

@@ -19,13 +19,13 @@ injected, so the same object serves the simulator and a live scheduler.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from thrifty.accounting.alerts import AlertSink, log_sink
 from thrifty.accounting.budgets import Alert, BudgetBook, SpendTracker
-from thrifty.accounting.ledger import UsageSegment
+from thrifty.accounting.ledger import UsageSegment, split_owner
 from thrifty.accounting.tariff import Tariff
 from thrifty.policy.base import Allocation, ClusterView, JobView, NodeView, Policy
 
@@ -49,6 +49,98 @@ class CapEvent:
     action: str
     gpus_before: int
     gpus_after: int
+
+
+# What each cap that applies to an owner still allows this interval, keyed (scope, name, metric):
+# metric usd and kgco2e for the period's budget, usd_per_hour for a team's spend rate.
+Headroom = dict[tuple[str, str, str], float]
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A job's claim on its owner's budget in one round: what the caps are checked against."""
+
+    id: str
+    owner: str
+    submit_time: float
+    allocation: Allocation | None  # what it holds now (None: waiting)
+    adaptive: bool  # may run on fewer GPUs than granted
+
+
+def budget_headroom(book: BudgetBook, tracker: SpendTracker, owners: Iterable[str],
+                    now: float) -> Headroom:
+    """What every cap that applies to these owners still allows at `now`."""
+    left: Headroom = {}
+    for owner in owners:
+        for budget in book.for_owner(owner):
+            for metric in ("usd", "kgco2e"):
+                limit = budget.limit(metric)  # type: ignore[arg-type]
+                if limit is not None:
+                    spent = tracker.spent(budget.scope, budget.name, metric, now)  # type: ignore[arg-type]
+                    left[(budget.scope, budget.name, metric)] = limit - spent
+            if budget.scope == "team" and budget.usd_per_hour is not None:
+                left[("team", budget.name, "usd_per_hour")] = budget.usd_per_hour
+    return left
+
+
+def demand(usd_per_hour: float, kg_per_hour: float, hours: float) -> dict[str, float]:
+    """What holding an allocation for `hours` draws from each kind of cap."""
+    return {"usd": usd_per_hour * hours, "kgco2e": kg_per_hour * hours,
+            "usd_per_hour": usd_per_hour}
+
+
+def _keys(owner: str, left: Headroom) -> list[tuple[str, str, str]]:
+    team, user = split_owner(owner)
+    mine = {("team", team), ("user", f"{team}/{user}")}
+    return [k for k in left if k[:2] in mine]
+
+
+def fits(owner: str, need: dict[str, float], left: Headroom) -> bool:
+    return all(need[key[2]] <= left[key] + 1e-9 for key in _keys(owner, left))
+
+
+def _take(owner: str, need: dict[str, float], left: Headroom) -> None:
+    for key in _keys(owner, left):
+        left[key] -= need[key[2]]
+
+
+def trim_to_budgets(
+    granted: dict[str, Allocation],
+    claims: Sequence[Claim],
+    left: Headroom,
+    need: Callable[[Allocation], dict[str, float]],
+    now: float,
+) -> list[CapEvent]:
+    """Trim `granted` (in place) so that every owner stays within its caps for one interval.
+
+    Allocations that continue unchanged are served first (taking them away costs a restart),
+    then by age. An adaptive job that does not fit shrinks to the most GPUs that do, keeping its
+    fullest nodes; anything else that does not fit is paused. `left` is drawn down as it goes.
+    """
+    events: list[CapEvent] = []
+    order = sorted(
+        (c for c in claims if c.id in granted),
+        key=lambda c: (not granted[c.id].same_as(c.allocation), c.submit_time, c.id),
+    )
+    for claim in order:
+        alloc = granted[claim.id]
+        sizes = range(alloc.num_replicas, 0, -1) if claim.adaptive else (alloc.num_replicas,)
+        fitted = None
+        for size in sizes:
+            candidate = alloc if size == alloc.num_replicas else _subset(alloc, size)
+            if fits(claim.owner, need(candidate), left):
+                fitted = candidate
+                break
+        if fitted is None:
+            del granted[claim.id]
+            events.append(CapEvent(now, claim.id, claim.owner, "paused", alloc.num_replicas, 0))
+            continue
+        if fitted.num_replicas < alloc.num_replicas:
+            granted[claim.id] = fitted
+            events.append(CapEvent(now, claim.id, claim.owner, "shrunk", alloc.num_replicas,
+                                   fitted.num_replicas))
+        _take(claim.owner, need(fitted), left)
+    return events
 
 
 class MeteredPolicy:
@@ -178,23 +270,6 @@ class BudgetedPolicy(MeteredPolicy):
                     sink(alert)
 
     # --- deciding ---------------------------------------------------------------------------
-    def _headroom(self, owner: str, now: float) -> dict[tuple[str, str, str], float]:
-        """What each cap that applies to `owner` still allows: USD, kg CO2e, USD per hour."""
-        left: dict[tuple[str, str, str], float] = {}
-        for budget in self.book.for_owner(owner):
-            for metric in ("usd", "kgco2e"):
-                limit = budget.limit(metric)  # type: ignore[arg-type]
-                if limit is not None:
-                    spent = self.tracker.spent(budget.scope, budget.name, metric,  # type: ignore[arg-type]
-                                               now)
-                    left[(budget.scope, budget.name, metric)] = limit - spent
-            if budget.scope == "team" and budget.usd_per_hour is not None:
-                left[("team", budget.name, "usd_per_hour")] = budget.usd_per_hour
-        return left
-
-    def _demand(self, usd_h: float, kg_h: float, hours: float) -> dict[str, float]:
-        return {"usd": usd_h * hours, "kgco2e": kg_h * hours, "usd_per_hour": usd_h}
-
     def decide(
         self, jobs: Sequence[JobView], cluster: ClusterView, now: float
     ) -> dict[str, Allocation]:
@@ -205,14 +280,12 @@ class BudgetedPolicy(MeteredPolicy):
             kind: self.tariff.kg_per_gpu_hour(kind, now, now + hours * 3600)
             for kind in cluster.kinds
         }
-        left: dict[tuple[str, str, str], float] = {}
-        for owner in {j.owner for j in jobs}:
-            left.update(self._headroom(owner, now))
+        left = budget_headroom(self.book, self.tracker, {j.owner for j in jobs}, now)
         eligible = []
         for job in jobs:
             smallest = 1 if self.adaptive else max(job.requested_replicas or 1, 1)
-            need = self._demand(smallest * cheapest_usd_h, smallest * min(kg_h.values()), hours)
-            if self._fits(job.owner, need, left):
+            need = demand(smallest * cheapest_usd_h, smallest * min(kg_h.values()), hours)
+            if fits(job.owner, need, left):
                 eligible.append(job)
                 self._withheld.discard(job.id)
             elif job.id not in self._withheld:
@@ -220,48 +293,14 @@ class BudgetedPolicy(MeteredPolicy):
                 held = job.allocation.num_replicas if job.allocation else 0
                 self.events.append(CapEvent(now, job.id, job.owner, "withheld", held, 0))
         result = dict(self.inner.allocate(eligible, cluster, now))
-        order = sorted(
-            (j for j in eligible if j.id in result),
-            key=lambda j: (not result[j.id].same_as(j.allocation), j.submit_time, j.id),
+        claims = [Claim(j.id, j.owner, j.submit_time, j.allocation, self.adaptive)
+                  for j in eligible]
+        self.events += trim_to_budgets(
+            result, claims, left,
+            lambda a: demand(self.usd_per_hour(a, nodes), a.num_replicas * kg_h[a.kind], hours),
+            now,
         )
-        for job in order:
-            alloc = result[job.id]
-            fitted = self._fit(job, alloc, nodes, kg_h, hours, left)
-            if fitted is None:
-                del result[job.id]
-                self.events.append(CapEvent(now, job.id, job.owner, "paused",
-                                            alloc.num_replicas, 0))
-                continue
-            if fitted.num_replicas < alloc.num_replicas:
-                result[job.id] = fitted
-                self.events.append(CapEvent(now, job.id, job.owner, "shrunk",
-                                            alloc.num_replicas, fitted.num_replicas))
-            usd_h = self.usd_per_hour(fitted, nodes)
-            self._take(job.owner, self._demand(usd_h, fitted.num_replicas * kg_h[fitted.kind],
-                                               hours), left)
         return result
-
-    def _keys(self, owner: str, left: dict[tuple[str, str, str], float]):
-        return [k for k in left if k[:2] in {(s, n) for s, n in self.tracker.scopes(owner)}]
-
-    def _fits(self, owner: str, need: dict[str, float], left) -> bool:
-        return all(need[key[2]] <= left[key] + 1e-9 for key in self._keys(owner, left))
-
-    def _take(self, owner: str, need: dict[str, float], left) -> None:
-        for key in self._keys(owner, left):
-            left[key] -= need[key[2]]
-
-    def _fit(self, job: JobView, alloc: Allocation, nodes, kg_h, hours, left) -> Allocation | None:
-        """The allocation itself if the owner can afford it for one interval; else, for an
-        adaptive job, the most GPUs of it that fit (fullest nodes kept, for locality); else None."""
-        sizes = range(alloc.num_replicas, 0, -1) if self.adaptive else (alloc.num_replicas,)
-        for size in sizes:
-            candidate = alloc if size == alloc.num_replicas else _subset(alloc, size)
-            need = self._demand(self.usd_per_hour(candidate, nodes),
-                                size * kg_h[alloc.kind], hours)
-            if self._fits(job.owner, need, left):
-                return candidate
-        return None
 
 
 def _subset(alloc: Allocation, size: int) -> Allocation:
