@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The transformer example on this machine's GPUs through torchrun: one process per GPU, the NCCL
 # backend when there are several (thrifty.train picks NCCL on CUDA), CUDA alone with one GPU.
-# Prints the step time and the goodput thrifty's own fitted model predicts at the batch it chose.
+# Prints the step time and the goodput thrifty's own fitted model predicts at the batch it chose,
+# and the energy the GPUs' own counters measured (NVML), with the mean power it implies.
 #
 #   bash benchmarks/train_gpu.sh [EPOCHS] [SENTENCES]     (run from the repository root)
 set -euo pipefail
@@ -29,4 +30,7 @@ report = json.load(open(sys.argv[1]))
 model = report["model"]
 print("report: step", report["step"], "epoch", report["epoch"], "batch", report["batch_size"],
       "explored", model.get("explored"), "kinds", sorted(model["throughput"]))
+kwh, startup = report.get("energy_kwh"), report.get("startup_s")
+print("start-up", "unknown" if startup is None else f"{startup:.1f} s", "| energy",
+      "not measured (no NVML counter)" if kwh is None else f"{kwh * 1000:.2f} Wh measured")
 PY

@@ -10,6 +10,7 @@ so that a report never passes a model off as a measurement.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import torch
@@ -26,8 +27,13 @@ def _nvml_handle(device: torch.device) -> Any | None:
         import pynvml
 
         pynvml.nvmlInit()
-        uuid = str(torch.cuda.get_device_properties(device).uuid)
-        handle = pynvml.nvmlDeviceGetHandleByUUID(f"GPU-{uuid}")
+        uuid = getattr(torch.cuda.get_device_properties(device), "uuid", None)
+        if uuid is not None:
+            handle = pynvml.nvmlDeviceGetHandleByUUID(f"GPU-{uuid}")
+        elif not os.environ.get("CUDA_VISIBLE_DEVICES"):  # both count every GPU alike
+            handle = pynvml.nvmlDeviceGetHandleByIndex(device.index or 0)
+        else:
+            raise RuntimeError("cannot tell which GPU NVML calls this device")
         pynvml.nvmlDeviceGetTotalEnergyConsumption(handle)  # supported on this board?
         return handle
     except Exception as err:  # no library, no driver, or a board without the counter
