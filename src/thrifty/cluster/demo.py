@@ -17,12 +17,14 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from thrifty.accounting.ledger import Ledger
 from thrifty.cluster.local import LocalExecutor
 from thrifty.cluster.plane import ControlPlane
 from thrifty.cluster.spec import JobSpec, validate_spec
 from thrifty.cluster.states import STATE_COLOURS, TERMINAL_STATES
 from thrifty.cluster.store import Store
 from thrifty.cluster.summary import job_summary
+from thrifty.cluster.usage import live_ledger
 from thrifty.errors import ThriftyError
 
 
@@ -91,13 +93,19 @@ def live_table(rows: Sequence[dict], elapsed: float, policy: str, slots: int) ->
     return table
 
 
-def summary_table(rows: Sequence[dict]) -> Table:
-    table = Table(title="Per job", title_justify="left")
-    for header in ("job", "state", "JCT (s)", "restarts", "replica-hours", "final batch"):
+def summary_table(rows: Sequence[dict], ledger: Ledger) -> Table:
+    """Each job's outcome and its bill (CPU slots at the built-in per-core rate)."""
+    bill = {e.job: e for e in ledger.entries}
+    table = Table(title=f"Per job (grid: {ledger.meta.get('carbon')})", title_justify="left")
+    for header in ("job", "state", "JCT (s)", "restarts", "replica-hours", "final batch",
+                   "USD", "Wh", "g CO2e"):
         table.add_column(header, justify="left" if header in ("job", "state") else "right")
     for row in rows:
+        entry = bill.get(row["id"])
+        cost = ("—", "—", "—") if entry is None else (
+            f"{entry.usd:.4f}", f"{entry.kwh * 1000:.1f}", f"{entry.kgco2e * 1000:.1f}")
         table.add_row(row["name"], row["state"], _fmt(row["jct_s"]), str(row["restarts"]),
-                      f"{row['replica_seconds'] / 3600:.4f}", _fmt(row["batch_size"]))
+                      f"{row['replica_seconds'] / 3600:.4f}", _fmt(row["batch_size"]), *cost)
     return table
 
 
@@ -141,8 +149,9 @@ def run_live_demo(home: Path, policy: str = "thrifty", slots: int | None = None,
                 time.sleep(0.5)
     finally:
         plane.stop(stop_jobs=True)
-    rows = [job_summary(job, time.time()) for job in reversed(store.jobs())]
-    console.print(summary_table(rows))
+    now = time.time()
+    rows = [job_summary(job, now) for job in reversed(store.jobs())]
+    console.print(summary_table(rows, live_ledger(store, plane.tariff, now, executor.nodes())))
     console.print(f"Finished in {time.monotonic() - start:.0f} s.")
     console.print(f"Database: {home / 'thrifty.db'}")
     console.print(f"Logs:     {home / 'jobs'}/<job>/logs/")
