@@ -289,6 +289,7 @@ def test_the_autoscale_table_is_read(tmp_path: Path) -> None:
     ("max_nodes = 6", "max_nodes = 0", "autoscale.max_nodes"),
     ("min_nodes = 1", "min_nodes = 7", "autoscale.max_nodes"),
     ("min_nodes = 1\nmax_nodes = 6", "min_nodes = 9", "autoscale.min_nodes"),
+    ("max_nodes = 6", "max_nodes = 9", "autoscale.max_nodes"),
     ('kind = "aws"', 'kind = "h100"', "nodes[0].kind"),
     ("provision_delay_s = 240", "provision_delay_s = -5", "autoscale.provision_delay_s"),
     ("grow_threshold = 0.4", "grow_treshold = 0.4", "autoscale"),

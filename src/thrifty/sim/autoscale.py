@@ -92,7 +92,7 @@ class AutoscaleConfig:
 
 # --- reading the [autoscale] table of a cluster file ---------------------------------------
 
-_KEYS = {f for f in AutoscaleConfig.__dataclass_fields__}
+_KEYS = set(AutoscaleConfig.__dataclass_fields__)
 
 
 def parse_autoscale(path: str, raw: Any) -> AutoscaleConfig:
@@ -361,7 +361,8 @@ class NodeRecord:
 
 class Autoscaler:
     """The fleet's state between rounds; each round the simulator asks for the usable nodes
-    (`view`) and then reports the new allocations (`step`)."""
+    (`view`) and then reports the new allocations (`step`). One object serves one run: it
+    remembers every node it rented."""
 
     def __init__(self, pool: Sequence[NodeView], config: AutoscaleConfig | None = None):
         if not pool:

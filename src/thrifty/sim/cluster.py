@@ -229,9 +229,12 @@ def load_cluster(name_or_path: str) -> ClusterSpec:
 def _autoscale(path: str, raw: Any, nodes: list[NodeSpec]) -> AutoscaleConfig:
     """The `[autoscale]` table, checked against the nodes it may rent."""
     config = parse_autoscale(path, raw)
-    if config.min_nodes > len(nodes):
-        raise InputError(path, f"{config.min_nodes} exceeds the {len(nodes)} nodes listed",
-                         field="autoscale.min_nodes")
+    for name in ("min_nodes", "max_nodes"):
+        value = getattr(config, name)
+        if value is not None and value > len(nodes):
+            raise InputError(path, f"{value} exceeds the {len(nodes)} nodes listed; raise the "
+                             "[[nodes]] count (the most that may be rented)",
+                             field=f"autoscale.{name}")
     shapes: dict[str, tuple[int, float]] = {}
     for node in nodes:
         shape = (node.num_gpus, node.price_per_hour)
