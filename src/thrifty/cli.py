@@ -52,8 +52,9 @@ from thrifty.cli_output import results_console
 from thrifty.errors import ThriftyError
 from thrifty.policy.registry import POLICIES, make_policy
 from thrifty.settings import Settings
+from thrifty.sim.autoscale import Autoscaler
 from thrifty.sim.cluster import BUILTIN_CLUSTERS, load_cluster
-from thrifty.sim.costing import check_prices, load_tariff
+from thrifty.sim.costing import check_prices, load_tariff, priced_pool
 from thrifty.sim.engine import SimSettings
 from thrifty.sim.metrics import Summary
 from thrifty.sim.profiles import ProfileSet
@@ -153,6 +154,7 @@ def plan_runs(
     carbon: str | None = None,
     budgets: Path | None = None,
     keep_ledger: bool = False,
+    autoscale: bool = False,
 ) -> list[Pair]:
     """Validate every input and return the pairs to run, workload-major.
 
@@ -185,6 +187,8 @@ def plan_runs(
         check_policy(name, seed)
     tariff = load_tariff(data_root, spec_cluster.kinds, prices, carbon)  # prices every node now
     check_prices(tariff, spec_cluster.nodes)
+    if autoscale:  # the cluster's [autoscale] table against its priced nodes
+        Autoscaler(priced_pool(spec_cluster, tariff), spec_cluster.autoscale)
     if budgets is not None:
         load_budgets(budgets)
     return [
@@ -202,6 +206,7 @@ def plan_runs(
                 carbon=carbon,
                 budgets=budgets,
                 keep_ledger=keep_ledger,
+                autoscale=autoscale,
             ),
             label=path.stem,
             jobs=len(workload.jobs),
@@ -358,8 +363,24 @@ def _fmt(value: float) -> str:
     return f"{value:.1g}"
 
 
-def _values(summary: Summary) -> list[float]:
-    return [float(getattr(summary, attr)) / div for _, attr, div in _COLUMNS]
+# With --autoscale, what renting the nodes cost: node-hours held and their USD (every run's JSON
+# has both; the table shows them only then, to stay narrow).
+_CLOUD_COLUMNS: tuple[tuple[str, str, float], ...] = (
+    ("node-h", "node_hours", 1.0),
+    ("held USD", "held_usd", 1.0),
+)
+
+
+def _columns(outcomes: Sequence[Outcome]) -> tuple[tuple[str, str, float], ...]:
+    if any(o.pair.spec.autoscale for o in outcomes):
+        at = [attr for _, attr, _ in _COLUMNS].index("usd") + 1
+        return _COLUMNS[:at] + _CLOUD_COLUMNS + _COLUMNS[at:]
+    return _COLUMNS
+
+
+def _values(summary: Summary, columns: Sequence[tuple[str, str, float]] = _COLUMNS
+            ) -> list[float]:
+    return [float(getattr(summary, attr)) / div for _, attr, div in columns]
 
 
 def results_table(outcomes: Sequence[Outcome], title: str | None = None) -> Table:
@@ -367,20 +388,23 @@ def results_table(outcomes: Sequence[Outcome], title: str | None = None) -> Tabl
     table = Table(title=title, header_style="bold")
     table.add_column("workload")
     table.add_column("policy")
-    for header, _, _ in _COLUMNS:
+    columns = _columns(outcomes)
+    for header, _, _ in columns:
         table.add_column(header, justify="right")
     done = [o for o in outcomes if o.summary is not None]
     for outcome in done:
         assert outcome.summary is not None
         table.add_row(
-            outcome.pair.label, outcome.pair.spec.policy, *map(_fmt, _values(outcome.summary))
+            outcome.pair.label, outcome.pair.spec.policy,
+            *map(_fmt, _values(outcome.summary, columns)),
         )
     workloads = {o.pair.spec.workload for o in done}
     if len(workloads) > 1:
         by_policy: dict[str, list[list[float]]] = {}
         for outcome in done:
             assert outcome.summary is not None
-            by_policy.setdefault(outcome.pair.spec.policy, []).append(_values(outcome.summary))
+            by_policy.setdefault(outcome.pair.spec.policy, []).append(
+                _values(outcome.summary, columns))
         table.add_section()
         for policy, rows in by_policy.items():
             means = [math.fsum(column) / len(column) for column in zip(*rows, strict=True)]
@@ -529,6 +553,12 @@ def simulate(
         typer.Option(help="Also run this policy (e.g. fifo) and report GPU-hours, USD, kWh and "
                      "kg CO2e per job of every policy as ratios to it.", show_default=False),
     ] = None,
+    autoscale: Annotated[
+        bool,
+        typer.Option(help="Rent the cluster's nodes from a cloud as the jobs' goodput makes them "
+                     "worth it (the cluster file's [autoscale] table, else the defaults), "
+                     "instead of holding them all; node-h and held USD show the bill."),
+    ] = False,
     workers: Annotated[
         int | None,
         typer.Option(
@@ -571,10 +601,12 @@ def simulate(
             carbon=carbon,
             budgets=budgets,
             keep_ledger=ledger is not None,
+            autoscale=autoscale,
         )
     except ThriftyError as err:
         _fail(err)
-    outcomes = _run_and_show(pairs, workers, title=f"{cluster}: {len(pairs)} simulations")
+    scaled = " (autoscaled)" if autoscale else ""
+    outcomes = _run_and_show(pairs, workers, title=f"{cluster}{scaled}: {len(pairs)} simulations")
     ratios = baseline_rows(outcomes, baseline) if baseline is not None else []
     if ratios:
         results_console().print(baseline_table(ratios, str(baseline)))

@@ -16,6 +16,13 @@ cluster is a TOML file:
     count = 4                     # nodes of this shape
     gpus = 4                      # GPUs per node
     price_per_hour = 3.912        # optional, USD per node-hour
+    [autoscale]                   # optional: rent these nodes from a cloud as jobs need them
+    min_nodes = 0                 # (with `thrifty simulate --autoscale`; see sim/autoscale.py)
+    max_nodes = 16                # default: every node above; `count` caps each shape
+    provision_delay_s = 180       # seconds from request to usable, billed from request
+    grow_threshold = 0.5          # add while marginal goodput per USD ≥ this × the average
+    shrink_threshold = 0.25       # release an idle node worth less than this × the average
+    idle_timeout_s = 300          # release an idle node after this long anyway
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from thrifty.errors import InputError, ThriftyError
+from thrifty.sim.autoscale import AutoscaleConfig, parse_autoscale
 
 PROFILE_KINDS: Mapping[str, tuple[str, ...]] = {
     "pollux": ("aws",),
@@ -49,6 +57,8 @@ class ClusterSpec:
     `restart_delay` is seconds lost per (re)start by application (key "*" for the rest);
     `slowdown` divides the profiled throughput per application (calibration to real runs);
     `local_bsz_caps` limits the per-GPU batch of an application on a kind (key "*" for all kinds).
+    `autoscale` is how the cluster scales when rented from a cloud (None: the defaults); `nodes`
+    are then the most it may hold.
     """
 
     name: str
@@ -57,6 +67,7 @@ class ClusterSpec:
     restart_delay: Mapping[str, float] = field(default_factory=lambda: {"*": 30.0})
     slowdown: Mapping[str, float] = field(default_factory=dict)
     local_bsz_caps: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+    autoscale: AutoscaleConfig | None = None
 
     def __post_init__(self) -> None:
         if not self.nodes:
@@ -200,6 +211,7 @@ def load_cluster(name_or_path: str) -> ClusterSpec:
     if any(v == 0 for v in slowdown.values()):
         raise InputError(p, "a slowdown must be positive", field="slowdown")
     caps = _caps(p, data.get("local_bsz_caps", {}), PROFILE_KINDS[profiles])
+    autoscale = _autoscale(p, data["autoscale"], nodes) if "autoscale" in data else None
     try:
         return ClusterSpec(
             name=str(data.get("name", path.stem)),
@@ -208,6 +220,26 @@ def load_cluster(name_or_path: str) -> ClusterSpec:
             restart_delay=restart,
             slowdown=slowdown,
             local_bsz_caps=caps,
+            autoscale=autoscale,
         )
     except ThriftyError as err:
         raise InputError(p, str(err)) from None
+
+
+def _autoscale(path: str, raw: Any, nodes: list[NodeSpec]) -> AutoscaleConfig:
+    """The `[autoscale]` table, checked against the nodes it may rent."""
+    config = parse_autoscale(path, raw)
+    for name in ("min_nodes", "max_nodes"):
+        value = getattr(config, name)
+        if value is not None and value > len(nodes):
+            raise InputError(path, f"{value} exceeds the {len(nodes)} nodes listed; raise the "
+                             "[[nodes]] count (the most that may be rented)",
+                             field=f"autoscale.{name}")
+    shapes: dict[str, tuple[int, float]] = {}
+    for node in nodes:
+        shape = (node.num_gpus, node.price_per_hour)
+        if shapes.setdefault(node.gpu_kind, shape) != shape:
+            raise InputError(path, f"nodes of GPU kind {node.gpu_kind!r} differ in gpus or "
+                             "price_per_hour; an autoscaled cluster has one shape per kind",
+                             field="nodes")
+    return config

@@ -4,6 +4,10 @@ The simulator prices a run by wrapping its policy in a meter (`thrifty.policy.bu
 allocation granted is billed at its node's price, and then joins the meter's segments with what
 each job really ran (its GPU-seconds, restarts, completion) into a ledger.
 
+A cloud bills differently: every node it holds, from request to release, busy or not. `held_bill`
+prices the run's node timeline that way (a fixed cluster holds every node for the whole run), so a
+fixed and an autoscaled cluster compare on what renting them would cost.
+
 Simulated time 0 is the first reading of the carbon series (June 2020 for the shipped ones).
 """
 
@@ -26,8 +30,9 @@ from thrifty.accounting.ledger import JobFacts, Ledger, build_ledger
 from thrifty.accounting.prices import PriceSheet, default_price_sheet, load_price_sheet
 from thrifty.accounting.tariff import Tariff, power_model
 from thrifty.errors import ThriftyError
-from thrifty.policy.base import Policy
+from thrifty.policy.base import NodeView, Policy
 from thrifty.policy.budgeted import BudgetedPolicy, MeteredPolicy
+from thrifty.sim.cluster import ClusterSpec
 from thrifty.sim.engine import SimResult
 from thrifty.sim.metrics import Summary
 from thrifty.sim.workload import Workload
@@ -134,13 +139,44 @@ def run_ledger(result: SimResult, workload: Workload, meter: MeteredPolicy, tari
     return build_ledger(segments, facts, tariff.power, intensity, meta)
 
 
-def with_costs(summary: Summary, ledger: Ledger, keep_ledger: bool = False) -> Summary:
+def with_costs(summary: Summary, ledger: Ledger, keep_ledger: bool = False,
+               held: tuple[float, float] | None = None) -> Summary:
+    """The summary with the ledger's totals and, if given, the held nodes' (hours, USD)."""
     totals = ledger.totals()
+    node_hours, held_usd = held if held is not None else (float("nan"), float("nan"))
     return replace(
         summary,
+        node_hours=node_hours,
+        held_usd=held_usd,
         usd=totals["usd"],
         kwh=totals["kwh"],
         kgco2e=totals["kgco2e"],
         allocated_gpu_hours=totals["gpu_hours"],
         ledger=ledger if keep_ledger else None,
     )
+
+
+def node_usd_per_hour(tariff: Tariff, kind: str, num_gpus: int, price_per_hour: float) -> float:
+    """USD per node-hour: the node's own price, else its GPUs at the sheet's rate."""
+    return tariff.gpu_usd_per_hour(kind, num_gpus, price_per_hour) * num_gpus
+
+
+def priced_pool(cluster: ClusterSpec, tariff: Tariff) -> tuple[NodeView, ...]:
+    """The cluster's nodes with a price each, so that an autoscaler weighs shapes by real cost."""
+    return tuple(
+        NodeView(n.name, n.gpu_kind, n.num_gpus,
+                 node_usd_per_hour(tariff, n.gpu_kind, n.num_gpus, n.price_per_hour))
+        for n in cluster.nodes
+    )
+
+
+def held_bill(result: SimResult, tariff: Tariff) -> tuple[float, float]:
+    """(node-hours, USD) of every node held during the run, billed from request to release."""
+    end = max((r.released_s or 0.0 for r in result.nodes), default=0.0)
+    hours = usd = 0.0
+    for record in result.nodes:
+        held = record.held_seconds(end) / 3600
+        hours += held
+        usd += held * node_usd_per_hour(tariff, record.gpu_kind, record.num_gpus,
+                                        record.usd_per_hour)
+    return hours, usd

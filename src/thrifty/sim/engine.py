@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from thrifty.errors import ThriftyError
 from thrifty.policy.base import Allocation, ClusterView, NodeView, Policy
+from thrifty.sim.autoscale import Autoscaler, NodeRecord
 from thrifty.sim.cluster import ClusterSpec
 from thrifty.sim.job import SimJob
 from thrifty.sim.profiles import ProfileSet
@@ -58,6 +59,9 @@ class SimResult:
     # applying allocations): everything but the policy, the overhead a large run must keep low
     sim_round_seconds: list[float] = field(default_factory=list)
     extra: dict[str, float] = field(default_factory=dict)
+    # every node held during the run and when (a fixed cluster holds all of them from time 0 to
+    # the end of the last round): what a cloud would bill
+    nodes: list[NodeRecord] = field(default_factory=list)
 
 
 def cluster_view(cluster: ClusterSpec) -> ClusterView:
@@ -90,17 +94,25 @@ def simulate(
     profiles: ProfileSet,
     settings: SimSettings | None = None,
     on_round: Callable[[int, int], None] | None = None,
+    autoscaler: Autoscaler | None = None,
 ) -> SimResult:
-    """Run one workload under one policy to the last job's completion."""
+    """Run one workload under one policy to the last job's completion.
+
+    With an `autoscaler`, `cluster` is the pool of nodes that may be rented: the policy sees only
+    those the autoscaler holds and has finished booting, and the autoscaler acts after every
+    round (and once at time 0, to rent its floor of nodes).
+    """
     settings = settings or SimSettings()
     if settings.restart_delay is not None:
         cluster = ClusterSpec(
             name=cluster.name, nodes=cluster.nodes, profiles=cluster.profiles,
             restart_delay={"*": settings.restart_delay}, slowdown=cluster.slowdown,
-            local_bsz_caps=cluster.local_bsz_caps,
+            local_bsz_caps=cluster.local_bsz_caps, autoscale=cluster.autoscale,
         )
     started = time.perf_counter()
     view = cluster_view(cluster)
+    if autoscaler is not None:
+        autoscaler.step([], {}, 0.0)
     kinds = cluster.kinds
     num_gpus = cluster.num_gpus
     jobs = [
@@ -158,12 +170,21 @@ def simulate(
             for job in active:
                 if not job.observations:
                     job.profile_kinds()
+        if autoscaler is not None:
+            view = autoscaler.view(now)
         if not active:
+            if autoscaler is not None:
+                autoscaler.step([], {}, now)
             continue
         views = [j.view(now, j.restart_delay) for j in active]
-        t0 = time.perf_counter()
-        allocations = policy.allocate(views, view, now)
-        rounds.append(time.perf_counter() - t0)
+        spent = 0.0
+        if view.nodes:
+            t0 = time.perf_counter()
+            allocations = policy.allocate(views, view, now)
+            spent = time.perf_counter() - t0
+            rounds.append(spent)
+        else:  # a rented cluster with no node up yet: nothing to allocate
+            allocations = {}
         _check(allocations, view, {j.name for j in active}, policy.name)
         for job in active:
             new = allocations.get(job.name)
@@ -174,8 +195,10 @@ def simulate(
                 job.reallocate(new)
             contention_sum[job.name] += len(active)
             contention_rounds[job.name] += 1
+        if autoscaler is not None:
+            autoscaler.step(views, allocations, now)
         in_use.append((now, sum(a.num_replicas for a in allocations.values())))
-        overhead.append(time.perf_counter() - tick - rounds[-1])
+        overhead.append(time.perf_counter() - tick - spent)
         if on_round is not None:
             on_round(done, len(jobs))
     if on_round is not None:
@@ -202,4 +225,11 @@ def simulate(
         gpus_in_use=in_use,
         wall_seconds=time.perf_counter() - started,
         sim_round_seconds=overhead,
+        nodes=_held(cluster, now) if autoscaler is None else autoscaler.finish(now),
     )
+
+
+def _held(cluster: ClusterSpec, end_s: float) -> list[NodeRecord]:
+    """A fixed cluster's nodes, held from time 0 to the end of the run."""
+    return [NodeRecord(n.name, n.gpu_kind, n.num_gpus, n.price_per_hour, 0.0, 0.0, end_s)
+            for n in cluster.nodes]

@@ -50,6 +50,10 @@ class Summary:
     kwh: float = float("nan")
     kgco2e: float = float("nan")
     allocated_gpu_hours: float = float("nan")
+    # What renting the nodes would cost: node-hours held (request to release; a fixed cluster
+    # holds all of them for the whole run) and their USD. NaN where the run was not priced.
+    node_hours: float = float("nan")
+    held_usd: float = float("nan")
     ledger: Any = field(default=None, repr=False, compare=False)
 
     def row(self) -> dict[str, object]:
@@ -77,6 +81,8 @@ class Summary:
             "usd": self.usd,
             "kwh": self.kwh,
             "kgco2e": self.kgco2e,
+            "node_hours": self.node_hours,
+            "held_usd": self.held_usd,
         }
 
 

@@ -8,8 +8,16 @@ from pathlib import Path
 
 from thrifty.accounting.budgets import load_budgets
 from thrifty.policy.registry import make_policy
+from thrifty.sim.autoscale import Autoscaler
 from thrifty.sim.cluster import load_cluster
-from thrifty.sim.costing import load_tariff, metered, run_ledger, with_costs
+from thrifty.sim.costing import (
+    held_bill,
+    load_tariff,
+    metered,
+    priced_pool,
+    run_ledger,
+    with_costs,
+)
 from thrifty.sim.engine import SimSettings, simulate
 from thrifty.sim.metrics import Summary, summarize
 from thrifty.sim.profiles import ProfileSet
@@ -30,6 +38,7 @@ class RunSpec:
     carbon: str | None = None  # region, CSV or gCO2/kWh (default: the sheet's region)
     budgets: Path | None = None  # budget TOML: caps enforced while simulating
     keep_ledger: bool = False  # return the whole ledger with the summary
+    autoscale: bool = False  # rent the cluster's nodes as jobs need them (its [autoscale] table)
 
 
 def run(spec: RunSpec, on_round: Callable[[int, int], None] | None = None) -> Summary:
@@ -42,7 +51,12 @@ def run(spec: RunSpec, on_round: Callable[[int, int], None] | None = None) -> Su
     book = load_budgets(spec.budgets) if spec.budgets is not None else None
     policy = metered(make_policy(spec.policy, seed=spec.seed), tariff, book, spec.interval)
     settings = SimSettings(interval=spec.interval, restart_delay=spec.restart_delay)
-    result = simulate(workload, cluster, policy, profiles, settings, on_round=on_round)
+    scaler = None
+    if spec.autoscale:
+        scaler = Autoscaler(priced_pool(cluster, tariff), cluster.autoscale)
+    result = simulate(workload, cluster, policy, profiles, settings, on_round=on_round,
+                      autoscaler=scaler)
     apps = {j.application: profiles.get(j.application, cluster.kinds) for j in workload.jobs}
     ledger = run_ledger(result, workload, policy, tariff, spec.interval)
-    return with_costs(summarize(result, cluster, apps), ledger, spec.keep_ledger)
+    return with_costs(summarize(result, cluster, apps), ledger, spec.keep_ledger,
+                      held_bill(result, tariff))
