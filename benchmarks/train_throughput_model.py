@@ -191,8 +191,9 @@ def main() -> None:
         found, aa = trial(bench, args, rng)
         errors += found
         noise += aa
-    print(f"model error over {len(errors)} predictions: median {statistics.median(errors):.1%}, "
-          f"worst {max(errors):.1%} (target <= 15%)")
+    if errors:
+        print(f"model error over {len(errors)} predictions: median "
+              f"{statistics.median(errors):.1%}, worst {max(errors):.1%} (target <= 15%)")
     if noise:
         print(f"A/A noise (same size, even vs odd rounds) over {len(noise)} pairs: median "
               f"{statistics.median(noise):.1%}, worst {max(noise):.1%}")
