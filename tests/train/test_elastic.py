@@ -47,8 +47,8 @@ def test_signal_to_one_replica_stops_all_and_one_replica_resumes_at_the_same_sam
     latest = CheckpointStore(ckpt).latest()
     assert latest is not None
     saved = latest[1]
-    # The flag rides on the next step's background all-reduce and is read one step later.
-    assert saved["world_size"] == 2 and saved["step"] == 14
+    # Both replicas stop at the end of the step after the signal, as a single replica does.
+    assert saved["world_size"] == 2 and saved["step"] == 13
     assert saved["noise"]["updates"] >= 2  # measured from the two replicas' local gradients
     position = saved["loader"]["sampler"]["position"]
     assert json.loads(report.read_text())["model"]["explored"] == {"cpu": 2}
@@ -56,7 +56,7 @@ def test_signal_to_one_replica_stops_all_and_one_replica_resumes_at_the_same_sam
     codes, results, err = launch(1, tmp_path / "one", *args)
     assert codes == [0], err
     one = results[0]
-    assert one["start"] == [saved["epoch"], position, 14]
+    assert one["start"] == [saved["epoch"], position, 13]
     # The total batch carries over; one replica now accumulates what two computed in parallel.
     assert one["batch_size"] >= saved["loader"]["batch_size"] or one["adoptions"]
     assert one["end"][0] == 2 and one["accuracy"] > 0.5  # chance is 0.1

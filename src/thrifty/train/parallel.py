@@ -83,6 +83,7 @@ class AdaptiveDataParallel(nn.Module):
         self._mean_parts: list[torch.Tensor] = []
         self._measuring = False  # whether this optimizer step measures gradient noise
         self._inflight: tuple[Any, torch.Tensor, tuple[float, int, float] | None] | None = None
+        self._stop_vote: tuple[Any, torch.Tensor] | None = None  # this step's, while in flight
         self._spans: list[tuple[float, float]] = []
         self.last_lr_factor = 1.0
         self.ddp: DistributedDataParallel | None = None
@@ -128,6 +129,8 @@ class AdaptiveDataParallel(nn.Module):
     def _comm_hook(self, bucket: dist.GradBucket) -> torch.futures.Future:
         """All-reduce (mean) one bucket, first noting its local squared norm and timing."""
         start = time.perf_counter()
+        if self._stop_vote is None:
+            self._stop_vote = self._cast_stop_vote()
         buffer = bucket.buffer()
         measuring = self._measuring
         plain = measuring and not self._weights
@@ -150,6 +153,25 @@ class AdaptiveDataParallel(nn.Module):
             return averaged
 
         return future.then(done)
+
+    def _cast_stop_vote(self) -> tuple[Any, torch.Tensor]:
+        """Ask every replica, beside the step's first gradient bucket, whether it was told to stop.
+
+        The answer is summed while the gradients are, so that every replica knows it when the
+        step ends and they all checkpoint at that same boundary: a signal reaches the replicas
+        it reaches, and they must not stop one step apart.
+        """
+        flag = torch.tensor([float(self.job.stop_requested())], device=self.job.device)
+        return dist.all_reduce(flag, async_op=True), flag
+
+    def _stop_voted(self) -> bool:
+        """Whether any replica was asked to stop before this step's gradients were reduced."""
+        if self._stop_vote is None:
+            return False
+        work, flag = self._stop_vote
+        self._stop_vote = None
+        work.wait()
+        return bool(flag[0] > 0)
 
     def _grads(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for param in self.params:
@@ -255,9 +277,10 @@ class AdaptiveDataParallel(nn.Module):
         job = self.job
         stop_here = job.stop_requested()
         if self.ddp is not None:
-            # The local norms and the stop flag are summed over replicas in the background and
-            # read at the next step, so this small all-reduce never stalls training.
-            stop = self.drain()
+            # Whether to stop was settled beside the gradients. The local norms are summed over
+            # replicas in the background and read at the next step, so this small all-reduce
+            # never stalls training; the stop flag it also carries covers steps without a vote.
+            stop = self._stop_voted() | self.drain()
             world = job.env.world_size
             meta = None
             local = torch.zeros((), device=job.device)

@@ -1,10 +1,18 @@
 """Measured step times, grouped by configuration, and the throughput model fitted to them.
 
-Each configuration (nodes, replicas, per-replica micro-batch) keeps its recent times of a whole
-synchronised step and of its gradient all-reduce. Accumulation micro-steps do not
+Each configuration (nodes, replicas, per-replica micro-batch) keeps a sample of its times of a
+whole synchronised step and of its gradient all-reduce. Accumulation micro-steps do not
 synchronise, so they are recorded as what they are: the compute time of that micro-batch, the
-same as a single replica's step. The first steps after a change are skipped: they pay for warm-up
-(allocator growth, caches), not the steady state the model should predict.
+same as a single replica's step. The first steps after a change are skipped, accumulation
+micro-steps included: they pay for warm-up (allocator growth, kernel selection for new shapes,
+caches), not the steady state the model should predict.
+
+The sample of a configuration spans its whole history, not only its latest steps. A shared
+machine runs the same step at speeds that differ by half for seconds at a time; a configuration
+represented only by its most recent window would carry that window's luck into the model, while
+the configurations it is compared with were measured at other moments. A job that adapts comes
+back to configurations it ran before, and each visit then adds to one sample that averages over
+the machine's moods.
 """
 
 from __future__ import annotations
@@ -16,16 +24,41 @@ import numpy as np
 from thrifty.goodput.throughput import StepObservation, ThroughputParams, fit_throughput
 
 _WARMUP = 2  # steps skipped after each change of configuration
-_KEEP = 64  # recent steps kept per configuration
+_KEEP = 256  # most steps kept per configuration; older ones are thinned, not dropped
+
+Key = tuple[int, int, int]  # (nodes, replicas, per-replica micro-batch)
+
+
+class _History:
+    """Up to `_KEEP` steps of one configuration, spread evenly over everything it ran.
+
+    When full, every other kept step is dropped and from then on only every other new step is
+    kept (then every fourth, ...): memory stays bounded while early and recent steps keep equal
+    weight, deterministically.
+    """
+
+    def __init__(self, samples: list[tuple[float, float]] | None = None, stride: int = 1) -> None:
+        self.samples = samples or []
+        self.stride = stride
+        self._skipped = 0
+
+    def add(self, step: float, sync: float) -> None:
+        self._skipped += 1
+        if self._skipped < self.stride:
+            return
+        self._skipped = 0
+        self.samples.append((step, sync))
+        if len(self.samples) >= _KEEP:
+            del self.samples[1::2]
+            self.stride *= 2
 
 
 class StepProfile:
-    """Running means of step and sync time per configuration, and the fitted model."""
+    """Step and sync times per configuration, their medians, and the fitted model."""
 
     def __init__(self) -> None:
-        # (nodes, replicas, atomic_bsz) -> recent (step seconds, sync seconds)
-        self._table: dict[tuple[int, int, int], list[tuple[float, float]]] = {}
-        self._last_key: tuple[int, int, int] | None = None
+        self._table: dict[Key, _History] = {}
+        self._last_key: Key | None = None
         self._since_change = 0
         self.params_: ThroughputParams | None = None
 
@@ -43,27 +76,34 @@ class StepProfile:
         self._add(key, step, sync)
 
     def record_compute(self, atomic_bsz: int, seconds: float) -> None:
-        """Add one accumulation micro-step: pure compute, as on a single replica."""
+        """Add one accumulation micro-step: pure compute, as on a single replica.
+
+        Micro-steps come before the synchronised step that ends their optimizer step, so they
+        belong to the configuration `record` saw last only if its micro-batch is theirs, and
+        they are past warm-up only once `_WARMUP` whole steps of it have completed.
+        """
+        last = self._last_key
+        if last is None or last[2] != atomic_bsz or self._since_change < _WARMUP:
+            return
         self._add((1, 1, atomic_bsz), seconds, 0.0)
 
-    def _add(self, key: tuple[int, int, int], step: float, sync: float) -> None:
+    def _add(self, key: Key, step: float, sync: float) -> None:
         if step <= 0:
             return
         sync = min(max(sync, 0.0), 0.95 * step) if key[1] > 1 else 0.0
-        samples = self._table.setdefault(key, [])
-        samples.append((step, sync))
-        del samples[:-_KEEP]
+        self._table.setdefault(key, _History()).add(step, sync)
 
     def observations(self) -> list[StepObservation]:
         """Median step and sync time per configuration: robust to the odd slow step (a busy
         machine, a garbage collection) that a mean would let bias the model."""
         found = []
-        for (nodes, replicas, bsz), samples in sorted(self._table.items()):
-            steps = np.array([s for s, _ in samples])
-            syncs = np.array([c for _, c in samples])
+        for (nodes, replicas, bsz), history in sorted(self._table.items()):
+            if not history.samples:
+                continue
+            samples = np.array(history.samples)
             found.append(
-                StepObservation(nodes, replicas, bsz, float(np.median(steps)),
-                                float(np.median(syncs)))
+                StepObservation(nodes, replicas, bsz, float(np.median(samples[:, 0])),
+                                float(np.median(samples[:, 1])))
             )
         return found
 
@@ -78,11 +118,20 @@ class StepProfile:
         return max((key[1] for key in self._table), default=0)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"table": [[*key, [list(s) for s in value]] for key, value in self._table.items()]}
+        return {
+            "table": [
+                [*key, [list(s) for s in history.samples], history.stride]
+                for key, history in self._table.items()
+            ]
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a profile; rows without a stride come from checkpoints written before the
+        history was thinned, and kept every step."""
         self._table = {
-            (int(row[0]), int(row[1]), int(row[2])): [(float(a), float(b)) for a, b in row[3]]
+            (int(row[0]), int(row[1]), int(row[2])): _History(
+                [(float(a), float(b)) for a, b in row[3]], int(row[4]) if len(row) > 4 else 1
+            )
             for row in state["table"]
         }
         self.fit()
