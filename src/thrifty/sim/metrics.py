@@ -51,6 +51,13 @@ class Summary:
     kgco2e: float = float("nan")
     allocated_gpu_hours: float = float("nan")
     ledger: Any = field(default=None, repr=False, compare=False)
+    # Carbon-aware start times (thrifty.policy.carbon_aware): kg CO2e had every job started
+    # when it arrived (NaN where no job could wait), jobs with a deadline, deadlines missed,
+    # and the per-job outcomes (ShiftOutcome).
+    kgco2e_at_once: float = float("nan")
+    deadline_jobs: int = 0
+    deadlines_missed: int = 0
+    carbon_shift: tuple[Any, ...] = field(default=(), repr=False, compare=False)
 
     def row(self) -> dict[str, object]:
         """The JSON record of one (policy, workload) run."""
@@ -77,6 +84,9 @@ class Summary:
             "usd": self.usd,
             "kwh": self.kwh,
             "kgco2e": self.kgco2e,
+            "kgco2e_at_once": self.kgco2e_at_once,
+            "deadline_jobs": self.deadline_jobs,
+            "deadlines_missed": self.deadlines_missed,
         }
 
 

@@ -7,9 +7,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from thrifty.accounting.budgets import load_budgets
+from thrifty.policy.carbon_aware import CarbonAwarePolicy
 from thrifty.policy.registry import make_policy
 from thrifty.sim.cluster import load_cluster
-from thrifty.sim.costing import load_tariff, metered, run_ledger, with_costs
+from thrifty.sim.costing import (
+    load_tariff,
+    metered,
+    run_ledger,
+    shift_outcomes,
+    with_costs,
+    with_shift,
+)
 from thrifty.sim.engine import SimSettings, simulate
 from thrifty.sim.metrics import Summary, summarize
 from thrifty.sim.profiles import ProfileSet
@@ -30,6 +38,9 @@ class RunSpec:
     carbon: str | None = None  # region, CSV or gCO2/kWh (default: the sheet's region)
     budgets: Path | None = None  # budget TOML: caps enforced while simulating
     keep_ledger: bool = False  # return the whole ledger with the summary
+    # seconds every job without a deadline of its own may finish later than if started at
+    # once, to start in greener hours; None: only the workload's `deadline` column applies
+    carbon_slack: float | None = None
 
 
 def run(spec: RunSpec, on_round: Callable[[int, int], None] | None = None) -> Summary:
@@ -40,9 +51,16 @@ def run(spec: RunSpec, on_round: Callable[[int, int], None] | None = None) -> Su
         workload = scale_load(workload, spec.load)
     tariff = load_tariff(spec.data_root, cluster.kinds, spec.prices, spec.carbon)
     book = load_budgets(spec.budgets) if spec.budgets is not None else None
-    policy = metered(make_policy(spec.policy, seed=spec.seed), tariff, book, spec.interval)
+    inner = make_policy(spec.policy, seed=spec.seed)
+    shifter = None
+    if spec.carbon_slack is not None or any(j.deadline is not None for j in workload.jobs):
+        shifter = CarbonAwarePolicy(inner, tariff.intensity, slack_s=spec.carbon_slack)
+    policy = metered(shifter or inner, tariff, book, spec.interval)
     settings = SimSettings(interval=spec.interval, restart_delay=spec.restart_delay)
     result = simulate(workload, cluster, policy, profiles, settings, on_round=on_round)
     apps = {j.application: profiles.get(j.application, cluster.kinds) for j in workload.jobs}
     ledger = run_ledger(result, workload, policy, tariff, spec.interval)
-    return with_costs(summarize(result, cluster, apps), ledger, spec.keep_ledger)
+    summary = with_costs(summarize(result, cluster, apps), ledger, spec.keep_ledger)
+    if shifter is None:
+        return summary
+    return with_shift(summary, shift_outcomes(ledger, shifter.plans, tariff.intensity))
