@@ -127,7 +127,8 @@ def shift_rows(outcomes: Sequence[Any]) -> list[dict[str, Any]]:
 
 def shift_table(rows: Sequence[dict[str, Any]]) -> Table:
     """The totals of `shift_rows`; the per-job figures go to --json."""
-    table = Table(title="Carbon-aware start times (against starting every job at once)",
+    table = Table(title="Carbon-aware start times: each job's run against the same run started "
+                  "at once (simulate without --carbon-slack to compare whole runs)",
                   header_style="bold")
     for header in ("workload", "policy", "held jobs", "mean wait h", "kg CO2e at once",
                    "kg CO2e", "saved", "deadlines missed"):

@@ -14,7 +14,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from thrifty.accounting.carbon import IntensitySeries, best_start, load_intensity_series
+from thrifty.accounting.carbon import (
+    IntensitySeries,
+    ShiftOutcome,
+    best_start,
+    load_intensity_series,
+)
+from thrifty.accounting.ledger import LedgerEntry
 from thrifty.cli import app
 from thrifty.errors import InputError
 from thrifty.policy.budgeted import MeteredPolicy
@@ -22,7 +28,8 @@ from thrifty.policy.carbon_aware import DEADLINE_NEAR, NO_DEADLINE, CarbonAwareP
 from thrifty.policy.registry import make_policy
 from thrifty.sim.cluster import pollux64
 from thrifty.sim.costing import load_tariff, run_ledger, shift_outcomes
-from thrifty.sim.engine import SimSettings, simulate
+from thrifty.sim.engine import JobRecord, SimSettings, simulate
+from thrifty.sim.metrics import Summary
 from thrifty.sim.profiles import ProfileSet
 from thrifty.sim.runner import RunSpec, run
 from thrifty.sim.workload import load_workload
@@ -33,10 +40,10 @@ GREEN_HOURS = range(20, 27)  # 20:00 to 03:00 on the first night
 HEADER = "name,time,application,num_replicas,batch_size,deadline\n"
 
 
-def write_series(folder: Path) -> Path:
+def write_series(folder: Path, green: float = GREEN) -> Path:
     """Hourly readings over two days: dirty, except the green hours."""
     start = datetime(2020, 6, 1)
-    rows = [f"{start + timedelta(hours=h)},{GREEN if h in GREEN_HOURS else DIRTY}"
+    rows = [f"{start + timedelta(hours=h)},{green if h in GREEN_HOURS else DIRTY}"
             for h in range(48)]
     path = folder / "grid.csv"
     path.write_text("Time,Carbon Intensity\n" + "\n".join(rows) + "\n")
@@ -51,18 +58,18 @@ def write_workload(folder: Path, rows: list[tuple[str, float, str]], name: str =
 
 
 def simulate_once(folder: Path, data_root: Path, rows: list[tuple[str, float, str]],
-                  name: str = "w"):
+                  name: str = "w") -> Summary:
     """A FIFO run over the synthetic grid: its summary, with ledger and per-job outcomes."""
     spec = RunSpec("fifo", write_workload(folder, rows, name), "pollux64", data_root,
                    carbon=str(write_series(folder)), keep_ledger=True)
     return run(spec)
 
 
-def entry(summary, job: str):
+def entry(summary: Summary, job: str) -> LedgerEntry:
     return next(e for e in summary.ledger.entries if e.job == job)
 
 
-def outcome(summary, job: str):
+def outcome(summary: Summary, job: str) -> ShiftOutcome:
     return next(o for o in summary.carbon_shift if o.job == job)
 
 
@@ -119,7 +126,20 @@ def test_jobs_without_a_deadline_or_with_too_tight_a_one_start_at_once(
     assert ends["tight"] <= 1.1 * run_s
 
 
-def at_once_records(folder: Path, data_root: Path):
+def test_a_window_barely_greener_than_now_is_not_worth_the_wait(
+    tmp_path: Path, data_root: Path
+) -> None:
+    cluster = pollux64()
+    wl = load_workload(write_workload(tmp_path, [("a", 0, str(40 * HOUR))]))
+    for green, waits in ((0.98 * DIRTY, False), (0.9 * DIRTY, True)):
+        series = write_series(tmp_path, green)
+        tariff = load_tariff(data_root, cluster.kinds, carbon=str(series))
+        policy = CarbonAwarePolicy(make_policy("fifo"), tariff.intensity, min_saving=0.05)
+        simulate(wl, cluster, policy, ProfileSet(data_root, "pollux"), SimSettings(max_hours=48))
+        assert (policy.plans["a"].held_s > 0) is waits, green
+
+
+def at_once_records(folder: Path, data_root: Path) -> list[JobRecord]:
     wl = load_workload(write_workload(folder, [("free", 0, ""), ("tight", 0, "")], "plain"))
     return simulate(wl, pollux64(), make_policy("fifo"), ProfileSet(data_root, "pollux"),
                     SimSettings(max_hours=48)).jobs
@@ -151,17 +171,18 @@ def test_jobs_share_the_green_hours_instead_of_queueing_into_dirty_ones(
 
 
 def test_best_start_skips_windows_the_caller_rules_out() -> None:
-    series = load_intensity_series_from([DIRTY] * 10 + [GREEN] * 2 + [DIRTY] * 4 + [GREEN] * 4
-                                        + [DIRTY] * 4)
+    series = series_from([DIRTY] * 10 + [GREEN] * 2 + [DIRTY] * 4 + [GREEN] * 4 + [DIRTY] * 4)
     free = best_start(series, 0.0, HOUR, 24 * HOUR, step_s=HOUR)
     assert free.start_s == 10 * HOUR
     busy = best_start(series, 0.0, HOUR, 24 * HOUR, step_s=HOUR,
                       fits=lambda t: not 10 * HOUR <= t < 12 * HOUR)
     assert busy.start_s == 16 * HOUR
     assert busy.chosen_g_per_kwh == pytest.approx(GREEN)
+    full = best_start(series, 0.0, HOUR, 24 * HOUR, step_s=HOUR, fits=lambda t: False)
+    assert full.start_s == 0.0 and full.saving_fraction == 0.0
 
 
-def load_intensity_series_from(values: list[float]) -> IntensitySeries:
+def series_from(values: list[float]) -> IntensitySeries:
     return IntensitySeries("test", datetime(2020, 6, 1), np.arange(len(values)) * HOUR,
                            np.array(values))
 

@@ -13,16 +13,20 @@ scheduler use the same object; `now` is injected and nothing here reads a clock.
 
 Capacity: green hours are shared. Left alone, every waiting job would pick the same windows and
 then queue for GPUs into dirtier hours. So the wrapper keeps a calendar of the GPUs it expects in
-use per grid slot (running jobs until their predicted end, released jobs from now, held jobs over
-their planned windows) and a job only plans a start whose whole run fits in what is left of the
-cluster; jobs are planned in the order they arrive, and a plan, once made, keeps its slots.
+use per grid slot (released jobs, running or queued, from now until their predicted end; held
+jobs over their planned windows) and a job plans the greenest start whose whole run fits in what
+is left. Where nothing fits before its deadline, it may take slots that held jobs booked (not
+those of released jobs): a short job finds another green slot more easily than a long one finds
+a free stretch. A held job whose slots were taken re-plans when its start comes, instead of
+being released only to queue. The calendar is an estimate: a wrapped policy that keeps free GPUs
+idle (strict FIFO behind a large job) can still make a released job wait.
 
 Safety: a job waits only for a window at least `min_saving` greener than starting now; the plan
-pads the predicted run time (`margin` × the estimate + `margin_s`) before it
-checks the deadline, re-plans whenever the estimate moves by more than `replan` of itself, and
-releases a job at once when waiting any longer would leave less than the padded run time. A job
-whose run time cannot be predicted starts at once: waiting blind could cost its deadline. Once
-released, a job is never held again (holding a running job would pause it, not shift it).
+pads the predicted run time (`margin` × the estimate + `margin_s`) before it checks the
+deadline, re-plans whenever the estimate moves by more than `replan` of itself, and releases a
+job at once when waiting any longer would leave less than the padded run time. A job whose run
+time cannot be predicted starts at once: waiting blind could cost its deadline. Once released, a
+job is never held again (holding a running job would pause it, not shift it).
 
 Slack: with `slack_s`, a job without a deadline of its own gets one when first seen: its submit
 time + its predicted run time + the slack, i.e. "may finish up to `slack_s` later than if it
@@ -32,7 +36,7 @@ started at once". The deadline is then fixed for the job's life, so re-planning 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -206,13 +210,13 @@ class CarbonAwarePolicy:
             return True
         calendar = self._booked()
         calendar.cancel(job.id)
-        if not calendar.fits(now, now + estimate, _gpus(job)):
+        if not calendar.fits(now, now + estimate, _gpus(job), held_too=True):
             # Its GPUs went to a job nobody planned for: released now, it would only queue (and
             # hold up the jobs behind it); wait for the next window that has room instead.
             self._plan(job, plan, estimate, padding, now)
             if now < plan.start_s:
                 return True
-        calendar.book(job.id, now, now + estimate, _gpus(job))
+        calendar.book(job.id, now, now + estimate, _gpus(job), held=False)
         return self._release(plan, now, GREEN)
 
     def _plan(self, job: JobView, plan: StartPlan, estimate: float, padding: float,
@@ -223,19 +227,22 @@ class CarbonAwarePolicy:
         calendar = self._booked()
         calendar.cancel(job.id)  # its old slots are free while it re-plans
         gpus = _gpus(job)
-        choice = best_start(self.intensity, now, estimate, plan.deadline_s - padding,
-                            self.step_s, lambda t: calendar.fits(t, t + estimate, gpus))
-        # Waiting risks the deadline (the GPUs may be gone when the window comes): not worth it
-        # for a window barely greener than now.
-        start = choice.start_s if choice.saving_fraction >= self.min_saving else now
-        if not calendar.fits(start, start + estimate, gpus):
-            # No room before the deadline: the GPUs are booked by jobs that came first. Take
-            # the first room there is, or the last safe moment (then it is released regardless).
-            latest = plan.deadline_s - padding - estimate
-            start = next((t for t in _grid(now, latest, self.step_s)
-                          if calendar.fits(t, t + estimate, gpus)), max(latest, now))
+        start = now
+        # Room left by every booking first; failing that, room left by the jobs already
+        # released, taking slots that waiting jobs booked (short ones find other slots more
+        # easily than a long one finds a free stretch); failing that, now.
+        for held_too in (True, False):
+            choice = best_start(self.intensity, now, estimate, plan.deadline_s - padding,
+                                self.step_s,
+                                lambda t, h=held_too: calendar.fits(t, t + estimate, gpus, h))
+            if calendar.fits(choice.start_s, choice.start_s + estimate, gpus, held_too):
+                # Waiting risks the deadline (the GPUs may be gone when the window comes): not
+                # worth it for a window barely greener than now.
+                if choice.saving_fraction >= self.min_saving:
+                    start = choice.start_s
+                break
         plan.estimate_s, plan.start_s = estimate, start
-        calendar.book(job.id, start, start + estimate, gpus)
+        calendar.book(job.id, start, start + estimate, gpus, held=True)
 
     def _estimate(self, job: JobView, cluster: ClusterView, now: float) -> float | None:
         """A waiting job's predicted run time, refreshed once per grid step: plans are made on
@@ -265,20 +272,13 @@ class CarbonAwarePolicy:
             if plan.released_s is None:
                 if plan.start_s is not None and plan.estimate_s is not None:
                     calendar.book(job.id, plan.start_s, plan.start_s + plan.estimate_s,
-                                  _gpus(job))
+                                  _gpus(job), held=True)
                 continue
             remaining = estimate_run_seconds(job, cluster)
             if remaining is not None:
-                calendar.book(job.id, now, now + remaining, _gpus(job))
+                calendar.book(job.id, now, now + remaining, _gpus(job), held=False)
         self._calendar = calendar
         return calendar
-
-
-def _grid(start_s: float, end_s: float, step_s: float) -> Iterator[float]:
-    t = start_s
-    while t <= end_s:
-        yield t
-        t += step_s
 
 
 def _gpus(job: JobView) -> int:
@@ -290,31 +290,39 @@ def _gpus(job: JobView) -> int:
 
 class _Calendar:
     """GPUs expected in use per `step_s` slot from `now` on, against the cluster's capacity;
-    one booking per job, so that a job re-planning gives its old slots back first."""
+    one booking per job, so that a job re-planning gives its old slots back first. Bookings of
+    held jobs are kept apart from those of released ones, which are certain to want their GPUs."""
 
     def __init__(self, now: float, step_s: float, capacity: int):
         self.now = now
         self.step_s = step_s
         self.capacity = capacity
-        self.used: dict[int, int] = {}
-        self.bookings: dict[str, tuple[range, int]] = {}
+        self.used: dict[int, int] = {}  # every booking
+        self.released: dict[int, int] = {}  # bookings of released jobs only
+        self.bookings: dict[str, tuple[range, int, bool]] = {}
 
     def _slots(self, start_s: float, end_s: float) -> range:
         first = int(max(start_s, self.now) // self.step_s)
         return range(first, max(first + 1, math.ceil(end_s / self.step_s)))
 
-    def book(self, job: str, start_s: float, end_s: float, gpus: int) -> None:
+    def book(self, job: str, start_s: float, end_s: float, gpus: int, held: bool) -> None:
         self.cancel(job)
         slots = self._slots(start_s, end_s)
-        self.bookings[job] = (slots, gpus)
+        self.bookings[job] = (slots, gpus, held)
         for slot in slots:
             self.used[slot] = self.used.get(slot, 0) + gpus
+            if not held:
+                self.released[slot] = self.released.get(slot, 0) + gpus
 
     def cancel(self, job: str) -> None:
-        slots, gpus = self.bookings.pop(job, (range(0), 0))
+        slots, gpus, held = self.bookings.pop(job, (range(0), 0, True))
         for slot in slots:
             self.used[slot] -= gpus
+            if not held:
+                self.released[slot] -= gpus
 
-    def fits(self, start_s: float, end_s: float, gpus: int) -> bool:
-        return all(self.used.get(slot, 0) + gpus <= self.capacity
+    def fits(self, start_s: float, end_s: float, gpus: int, held_too: bool) -> bool:
+        """Whether `gpus` more fit over the span, counting held jobs' bookings or not."""
+        used = self.used if held_too else self.released
+        return all(used.get(slot, 0) + gpus <= self.capacity
                    for slot in self._slots(start_s, end_s))
