@@ -44,6 +44,8 @@ from thrifty.cli_accounting import (
     baseline_table,
     ledger_payload,
     register,
+    shift_rows,
+    shift_table,
     with_baseline,
 )
 from thrifty.cli_cluster import register as register_cluster
@@ -56,6 +58,7 @@ from thrifty.sim.autoscale import Autoscaler
 from thrifty.sim.cluster import BUILTIN_CLUSTERS, load_cluster
 from thrifty.sim.costing import check_prices, load_tariff, priced_pool
 from thrifty.sim.engine import SimSettings
+from thrifty.sim.generate import parse_duration
 from thrifty.sim.metrics import Summary
 from thrifty.sim.profiles import ProfileSet
 from thrifty.sim.runner import RunSpec, run
@@ -155,6 +158,7 @@ def plan_runs(
     budgets: Path | None = None,
     keep_ledger: bool = False,
     autoscale: bool = False,
+    carbon_slack: float | None = None,
 ) -> list[Pair]:
     """Validate every input and return the pairs to run, workload-major.
 
@@ -207,6 +211,7 @@ def plan_runs(
                 budgets=budgets,
                 keep_ledger=keep_ledger,
                 autoscale=autoscale,
+                carbon_slack=carbon_slack,
             ),
             label=path.stem,
             jobs=len(workload.jobs),
@@ -538,6 +543,13 @@ def simulate(
                      "(ger, fr, gb), a CSV, or gCO2/kWh (default: the price sheet's region).",
                      show_default=False),
     ] = None,
+    carbon_slack: Annotated[
+        str | None,
+        typer.Option(help="Carbon-aware start times: every job may finish this much later than "
+                     "if started at once (seconds or 6h, 1d) and waits for the greenest hours "
+                     "of --carbon that allow it; a workload's deadline column wins.",
+                     show_default=False),
+    ] = None,
     budgets: Annotated[
         Path | None,
         typer.Option(help="Budget TOML: per team/user monthly caps enforced while simulating.",
@@ -602,11 +614,16 @@ def simulate(
             budgets=budgets,
             keep_ledger=ledger is not None,
             autoscale=autoscale,
+            carbon_slack=None if carbon_slack is None else parse_duration(
+                carbon_slack, "--carbon-slack"),
         )
     except ThriftyError as err:
         _fail(err)
     scaled = " (autoscaled)" if autoscale else ""
     outcomes = _run_and_show(pairs, workers, title=f"{cluster}{scaled}: {len(pairs)} simulations")
+    shifted = shift_rows(outcomes)
+    if shifted:
+        results_console().print(shift_table(shifted))
     ratios = baseline_rows(outcomes, baseline) if baseline is not None else []
     if ratios:
         results_console().print(baseline_table(ratios, str(baseline)))
@@ -614,6 +631,8 @@ def simulate(
         ledger.write_text(json.dumps(ledger_payload(outcomes), default=_json_number) + "\n")
     if json_path is not None:
         payload: dict[str, Any] = {"runs": json_rows(outcomes)}
+        if shifted:
+            payload["carbon_shift"] = shifted
         if baseline is not None:
             payload["vs_baseline"] = [
                 {k: _json_number(v) for k, v in row.items()} for row in ratios

@@ -6,12 +6,15 @@ of readings repeats), which keeps long simulations defined without inventing dat
 
 `best_start` is the carbon-aware scheduling rule: among start times from now until the latest one
 that still meets the deadline, pick the one whose run window has the lowest mean intensity.
+`thrifty.policy.carbon_aware` applies it inside a scheduler; `kg_started_earlier` and
+`ShiftOutcome` report what holding a job back saved against starting it at once.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -141,23 +144,79 @@ def best_start(
     duration_s: float,
     deadline_s: float,
     step_s: float = 900.0,
+    fits: Callable[[float], bool] | None = None,
 ) -> StartChoice:
     """The start time in [ready, deadline − duration] (on a `step_s` grid) with the lowest mean
-    intensity over the run. A job that cannot meet its deadline even now starts now."""
+    intensity over the run. A job that cannot meet its deadline even now starts now.
+
+    `fits(t)`, if given, rules out starts for which something else (a full cluster) says no: a
+    scheduler uses it so that jobs do not all pick the same green hours. When no start fits, the
+    job starts at `ready_s`: waiting would not make room in time."""
     if duration_s <= 0:
         raise ThriftyError(f"a job's duration must be positive, got {duration_s}")
     if step_s <= 0:
         raise ThriftyError(f"the search step must be positive, got {step_s}")
     now = intensity.mean_g_per_kwh(ready_s, ready_s + duration_s)
     latest = deadline_s - duration_s
-    best_t, best_g = ready_s, now
-    t = ready_s + step_s
-    while t <= latest + 1e-9:
-        g = intensity.mean_g_per_kwh(t, t + duration_s)
-        if g < best_g - 1e-12:
-            best_t, best_g = t, g
+    best: tuple[float, float] | None = None
+    t = ready_s
+    while t <= latest + 1e-9 or t == ready_s:
+        if fits is None or fits(t):
+            g = now if t == ready_s else intensity.mean_g_per_kwh(t, t + duration_s)
+            if best is None or g < best[1] - 1e-12:
+                best = (t, g)
         t += step_s
-    return StartChoice(best_t, now, best_g)
+
+    start, chosen = best if best is not None else (ready_s, now)
+    return StartChoice(start, now, chosen)
+
+
+def kg_started_earlier(
+    pieces: Iterable[tuple[float, float, float]], intensity: CarbonIntensity, earlier_s: float
+) -> float:
+    """kg CO2e of the same energy with every (kWh, start s, end s) piece moved `earlier_s`
+    earlier: what a job held back for `earlier_s` would have emitted had it run as soon as it
+    was ready, with the same run (same allocations, same queueing after release)."""
+    return math.fsum(
+        kg_co2e(kwh, intensity.mean_g_per_kwh(start - earlier_s, end - earlier_s))
+        for kwh, start, end in pieces
+    )
+
+
+@dataclass(frozen=True)
+class ShiftOutcome:
+    """One job of a carbon-aware run: its CO2 as run, as it would have been started at once, and
+    whether its deadline held. `deadline_s` and `end_s` are on the simulation clock."""
+
+    job: str
+    deadline_s: float | None
+    held_s: float
+    end_s: float | None
+    kgco2e: float
+    kgco2e_at_once: float
+
+    @property
+    def saved_kg(self) -> float:
+        return self.kgco2e_at_once - self.kgco2e
+
+    @property
+    def met(self) -> bool | None:
+        """None for a job without a deadline (or one that never finished, which did not meet it)."""
+        if self.deadline_s is None:
+            return None
+        return self.end_s is not None and self.end_s <= self.deadline_s + 1e-6
+
+    def to_dict(self) -> dict[str, float | str | bool | None]:
+        return {
+            "job": self.job,
+            "deadline_s": self.deadline_s,
+            "held_s": self.held_s,
+            "end_s": self.end_s,
+            "kgco2e": self.kgco2e,
+            "kgco2e_at_once": self.kgco2e_at_once,
+            "saved_kg": self.saved_kg,
+            "deadline_met": self.met,
+        }
 
 
 def country_intensity(iso_code: str) -> StaticIntensity:

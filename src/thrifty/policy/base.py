@@ -100,7 +100,8 @@ class JobView:
     with); `replica_limit` is the most it could ever use (its largest batch at the smallest
     per-GPU batch), for a policy that explores by a rule of its own. `requested_*` is the
     owner's own request, which rigid policies honour. `restart_seconds` is the policy's estimate
-    of a restart's cost.
+    of a restart's cost. `deadline` (seconds, on the same clock as `now`) is when the job's
+    owner needs it finished, if they said so: a carbon-aware wrapper may start it later.
     """
 
     id: str
@@ -118,6 +119,7 @@ class JobView:
     requested_replicas: int | None = None
     requested_batch_size: int | None = None
     restart_seconds: float = 30.0
+    deadline: float | None = None
     oracle: Oracle | None = field(default=None, repr=False)
 
     def age(self, now: float) -> float:

@@ -36,16 +36,17 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
-def parse_duration(text: str) -> float:
-    """Seconds from `"28800"`, `"480m"`, `"8h"` or `"1.5d"`: users think in hours, files in s."""
+def parse_duration(text: str, option: str = "--duration") -> float:
+    """Seconds from `"28800"`, `"480m"`, `"8h"` or `"1.5d"`: users think in hours, files in s.
+    `option` is the flag the text came from, so that the error names it."""
     match = _DURATION.match(text)
     if not match:
         raise ThriftyError(
-            f"--duration: {text!r} is not a duration; use seconds or a unit: 28800, 480m, 8h, 1d"
+            f"{option}: {text!r} is not a duration; use seconds or a unit: 28800, 480m, 8h, 1d"
         )
     seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     if seconds <= 0:
-        raise ThriftyError(f"--duration must be positive, got {text!r}")
+        raise ThriftyError(f"{option} must be positive, got {text!r}")
     return seconds
 
 

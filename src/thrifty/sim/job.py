@@ -195,6 +195,7 @@ class SimJob:
             requested_replicas=self.spec.num_replicas,
             requested_batch_size=self.spec.batch_size,
             restart_seconds=restart_estimate,
+            deadline=self.spec.deadline_at,
             oracle=self,
         )
 

@@ -55,6 +55,13 @@ class Summary:
     node_hours: float = float("nan")
     held_usd: float = float("nan")
     ledger: Any = field(default=None, repr=False, compare=False)
+    # Carbon-aware start times (thrifty.policy.carbon_aware): kg CO2e had every job started
+    # when it arrived (NaN where no job could wait), jobs with a deadline, deadlines missed,
+    # and the per-job outcomes (ShiftOutcome).
+    kgco2e_at_once: float = float("nan")
+    deadline_jobs: int = 0
+    deadlines_missed: int = 0
+    carbon_shift: tuple[Any, ...] = field(default=(), repr=False, compare=False)
 
     def row(self) -> dict[str, object]:
         """The JSON record of one (policy, workload) run."""
@@ -83,6 +90,9 @@ class Summary:
             "kgco2e": self.kgco2e,
             "node_hours": self.node_hours,
             "held_usd": self.held_usd,
+            "kgco2e_at_once": self.kgco2e_at_once,
+            "deadline_jobs": self.deadline_jobs,
+            "deadlines_missed": self.deadlines_missed,
         }
 
 

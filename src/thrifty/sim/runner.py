@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from thrifty.accounting.budgets import load_budgets
+from thrifty.policy.carbon_aware import CarbonAwarePolicy
 from thrifty.policy.registry import make_policy
 from thrifty.sim.autoscale import Autoscaler
 from thrifty.sim.cluster import load_cluster
@@ -16,7 +17,9 @@ from thrifty.sim.costing import (
     metered,
     priced_pool,
     run_ledger,
+    shift_outcomes,
     with_costs,
+    with_shift,
 )
 from thrifty.sim.engine import SimSettings, simulate
 from thrifty.sim.metrics import Summary, summarize
@@ -39,6 +42,9 @@ class RunSpec:
     budgets: Path | None = None  # budget TOML: caps enforced while simulating
     keep_ledger: bool = False  # return the whole ledger with the summary
     autoscale: bool = False  # rent the cluster's nodes as jobs need them (its [autoscale] table)
+    # seconds every job without a deadline of its own may finish later than if started at
+    # once, to start in greener hours; None: only the workload's `deadline` column applies
+    carbon_slack: float | None = None
 
 
 def run(spec: RunSpec, on_round: Callable[[int, int], None] | None = None) -> Summary:
@@ -49,7 +55,11 @@ def run(spec: RunSpec, on_round: Callable[[int, int], None] | None = None) -> Su
         workload = scale_load(workload, spec.load)
     tariff = load_tariff(spec.data_root, cluster.kinds, spec.prices, spec.carbon)
     book = load_budgets(spec.budgets) if spec.budgets is not None else None
-    policy = metered(make_policy(spec.policy, seed=spec.seed), tariff, book, spec.interval)
+    inner = make_policy(spec.policy, seed=spec.seed)
+    shifter = None
+    if spec.carbon_slack is not None or any(j.deadline is not None for j in workload.jobs):
+        shifter = CarbonAwarePolicy(inner, tariff.intensity, slack_s=spec.carbon_slack)
+    policy = metered(shifter or inner, tariff, book, spec.interval)
     settings = SimSettings(interval=spec.interval, restart_delay=spec.restart_delay)
     scaler = None
     if spec.autoscale:
@@ -58,5 +68,8 @@ def run(spec: RunSpec, on_round: Callable[[int, int], None] | None = None) -> Su
                       autoscaler=scaler)
     apps = {j.application: profiles.get(j.application, cluster.kinds) for j in workload.jobs}
     ledger = run_ledger(result, workload, policy, tariff, spec.interval)
-    return with_costs(summarize(result, cluster, apps), ledger, spec.keep_ledger,
-                      held_bill(result, tariff))
+    summary = with_costs(summarize(result, cluster, apps), ledger, spec.keep_ledger,
+                         held_bill(result, tariff))
+    if shifter is None:
+        return summary
+    return with_shift(summary, shift_outcomes(ledger, shifter.plans, tariff.intensity))

@@ -3,12 +3,16 @@
 A workload is a CSV file `name,time,application,num_replicas,batch_size` (time in seconds from
 the start). `num_replicas,batch_size` are the owner's request: rigid policies honour them,
 adaptive ones may ignore them. Optional columns `user` and `team` say whose job it is, for
-accounting and budgets; files without them load unchanged.
+accounting and budgets; files without them load unchanged. An optional column `deadline` gives,
+in seconds after submission, when a job must be finished; a job with one may be started later, in
+greener hours, by a carbon-aware scheduler (`thrifty.policy.carbon_aware`). An empty cell means
+no deadline.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +21,7 @@ from thrifty.errors import InputError
 
 COLUMNS = ("name", "time", "application", "num_replicas", "batch_size")
 OWNER_COLUMNS = ("user", "team")  # optional
+DEADLINE_COLUMN = "deadline"  # optional: seconds after submission
 
 
 @dataclass(frozen=True)
@@ -28,6 +33,12 @@ class JobSpec:
     batch_size: int
     user: str = ""
     team: str = ""
+    deadline: float | None = None  # seconds after submission; None: no deadline
+
+    @property
+    def deadline_at(self) -> float | None:
+        """The deadline on the simulation clock, or None."""
+        return None if self.deadline is None else self.submit_time + self.deadline
 
     @property
     def owner(self) -> str:
@@ -61,6 +72,21 @@ def _owner_field(path: Path, line: int, row: dict[str, str], column: str) -> str
     if "/" in text:
         raise InputError(str(path), f"must not contain '/', got {text!r}", line, column)
     return text
+
+
+def _deadline_field(path: Path, line: int, row: dict[str, str]) -> float | None:
+    text = (row.get(DEADLINE_COLUMN) or "").strip()
+    if not text:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise InputError(str(path), f"expected seconds after submission, got {text!r}", line,
+                         DEADLINE_COLUMN) from None
+    if not math.isfinite(value) or value <= 0:
+        raise InputError(str(path), f"must be a positive number of seconds, got {text!r}", line,
+                         DEADLINE_COLUMN)
+    return value
 
 
 def load_workload(path: Path, applications: Iterable[str] | None = None) -> Workload:
@@ -101,6 +127,7 @@ def load_workload(path: Path, applications: Iterable[str] | None = None) -> Work
                 batch_size=int(_field(path, line, row, "batch_size", int)),
                 user=_owner_field(path, line, row, "user"),
                 team=_owner_field(path, line, row, "team"),
+                deadline=_deadline_field(path, line, row),
             ))
     if not jobs:
         raise InputError(str(path), "no jobs in the workload")
@@ -129,7 +156,7 @@ def scale_load(workload: Workload, load: float) -> Workload:
         raise InputError(str(workload.path), f"relative load must be positive, got {load}")
     jobs = tuple(
         JobSpec(j.name, j.submit_time / load, j.application, j.num_replicas, j.batch_size,
-                j.user, j.team)
+                j.user, j.team, j.deadline)
         for j in workload.jobs
     )
     return Workload(f"{workload.name}@{load:g}x", workload.path, jobs)
