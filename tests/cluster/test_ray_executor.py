@@ -110,7 +110,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_node_kind_comes_from_label_then_resource_then_ray() -> None:
-    from thrifty.cluster.ray_executor import _node_kind, interface_of, local_world_size
+    from thrifty.cluster.ray_executor import _node_kind, interface_of
 
     assert _node_kind({"Labels": {"thrifty.gpu-kind": "A100"},
                        "Resources": {"gpu-kind:T4": 1}}) == "A100"
@@ -118,8 +118,6 @@ def test_node_kind_comes_from_label_then_resource_then_ray() -> None:
     assert _node_kind({"Resources": {"GPU": 1, "accelerator_type:L4": 1}}) == "L4"
     assert _node_kind({"Labels": {"ray.io/accelerator-type": "H100"}}) == "H100"
     assert _node_kind({"Labels": {"ray.io/node-id": "x"}, "Resources": {"CPU": 8}}) is None
-    assert local_world_size([2, 2]) == 2
-    assert local_world_size([2, 1]) == 1  # keeps WORLD_SIZE / LOCAL_WORLD_SIZE whole
     assert interface_of("127.0.0.3") == "lo"
     assert interface_of("203.0.113.77") is None  # an address no interface here holds
 

@@ -124,5 +124,11 @@ def test_environment_of_torchrun_and_thrifty_executors(tmp_path: Path) -> None:
     assert env.checkpoint_dir == tmp_path and env.gpu_kind == "a100" and env.restarts == 2
     explicit = TrainEnv.from_environ({"THRIFTY_CHECKPOINT_DIR": "/a"}, checkpoint_dir="/b")
     assert explicit.checkpoint_dir == Path("/b") and not explicit.distributed
-    with pytest.raises(ThriftyError, match="LOCAL_WORLD_SIZE=3"):
+    with pytest.raises(ThriftyError, match="LOCAL_WORLD_SIZE=3.*THRIFTY_NUM_NODES"):
         TrainEnv.from_environ({"WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "3"})
+    # Three replicas on two nodes ({a: 2, b: 1}): the executor names the node count.
+    uneven = TrainEnv.from_environ({"RANK": "2", "WORLD_SIZE": "3", "LOCAL_RANK": "0",
+                                    "LOCAL_WORLD_SIZE": "1", "THRIFTY_NUM_NODES": "2"})
+    assert (uneven.num_nodes, uneven.world_size) == (2, 3)
+    with pytest.raises(ThriftyError, match="THRIFTY_NUM_NODES=4"):
+        TrainEnv.from_environ({"WORLD_SIZE": "3", "THRIFTY_NUM_NODES": "4"})

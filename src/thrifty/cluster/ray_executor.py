@@ -118,16 +118,6 @@ def interface_of(ip: str) -> str | None:
     return None
 
 
-def local_world_size(counts: Sequence[int]) -> int:
-    """LOCAL_WORLD_SIZE for replicas spread `counts` per node.
-
-    thrifty.train reads WORLD_SIZE / LOCAL_WORLD_SIZE as the number of nodes and requires it to
-    be whole; for an uneven spread ({a: 2, b: 1}) the greatest common divisor keeps it whole, at
-    the price of counting more nodes than there are (a conservative throughput estimate).
-    """
-    return math.gcd(*counts) if counts else 1
-
-
 class Replica:
     """Keeps one replica on its node: starts its process, reports on it, stops it.
 
@@ -402,7 +392,6 @@ class RayExecutor:
         thread, unbuffered output."""
         alloc = launch.allocation
         world = len(placement)
-        local_size = local_world_size(list(alloc.gpus.values()))
         devices: dict[str, list[str]] = {}
         for (node, _), info in zip(placement, infos, strict=True):
             devices.setdefault(node, []).extend(info["gpus"])
@@ -412,7 +401,9 @@ class RayExecutor:
             env = {
                 **base,
                 "RANK": str(rank), "WORLD_SIZE": str(world),
-                "LOCAL_RANK": str(local), "LOCAL_WORLD_SIZE": str(local_size),
+                "LOCAL_RANK": str(local), "LOCAL_WORLD_SIZE": str(alloc.gpus[node]),
+                # An uneven spread ({a: 2, b: 1}) has no whole WORLD_SIZE / LOCAL_WORLD_SIZE.
+                "THRIFTY_NUM_NODES": str(len(alloc.gpus)),
                 "MASTER_ADDR": infos[0]["ip"], "MASTER_PORT": str(infos[0]["port"]),
                 "THRIFTY_GPU_KIND": alloc.kind, "THRIFTY_REPORT": infos[0]["report"],
                 "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",

@@ -2,9 +2,10 @@
 
 Launchers describe a process in environment variables: torchrun sets RANK, WORLD_SIZE,
 LOCAL_RANK and LOCAL_WORLD_SIZE; thrifty's executors add THRIFTY_* variables for the checkpoint
-folder, the report target and the GPU kind. Reading them in one place, and checking them before
-anything starts, means a misconfigured job fails in its first second with a message that says
-which variable is wrong.
+folder, the report target, the GPU kind and, where nodes run different numbers of replicas (an
+allocation of {a: 2, b: 1}), the number of nodes, which torchrun's variables cannot express.
+Reading them in one place, and checking them before anything starts, means a misconfigured job
+fails in its first second with a message that says which variable is wrong.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ class TrainEnv:
     gpu_kind: str = "cpu"
     job_id: str = "job"
     restarts: int = 0
+    nodes: int | None = None  # THRIFTY_NUM_NODES; None: WORLD_SIZE / LOCAL_WORLD_SIZE
 
     def __post_init__(self) -> None:
         if self.world_size < 1:
@@ -51,14 +53,23 @@ class TrainEnv:
                 f"RANK={self.rank} lies outside 0..{self.world_size - 1} (WORLD_SIZE); "
                 "check the launcher's settings"
             )
-        if self.local_world_size < 1 or self.world_size % self.local_world_size:
+        if self.nodes is not None:
+            if not 1 <= self.nodes <= self.world_size:
+                raise ThriftyError(
+                    f"THRIFTY_NUM_NODES={self.nodes} lies outside 1..{self.world_size} "
+                    "(WORLD_SIZE); check the launcher's settings"
+                )
+        elif self.local_world_size < 1 or self.world_size % self.local_world_size:
             raise ThriftyError(
                 f"LOCAL_WORLD_SIZE={self.local_world_size} does not divide "
-                f"WORLD_SIZE={self.world_size}: every node must run the same number of replicas"
+                f"WORLD_SIZE={self.world_size}: with unequal replicas per node, set "
+                "THRIFTY_NUM_NODES to the number of nodes"
             )
 
     @property
     def num_nodes(self) -> int:
+        if self.nodes is not None:
+            return self.nodes
         return self.world_size // self.local_world_size
 
     @property
@@ -86,4 +97,5 @@ class TrainEnv:
             gpu_kind=env.get("THRIFTY_GPU_KIND", "") or "cpu",
             job_id=env.get("THRIFTY_JOB_ID", "") or "job",
             restarts=_int(env, "TORCHELASTIC_RESTART_COUNT", 0),
+            nodes=_int(env, "THRIFTY_NUM_NODES", 0) or None,
         )
