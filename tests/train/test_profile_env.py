@@ -124,7 +124,7 @@ def test_environment_of_torchrun_and_thrifty_executors(tmp_path: Path) -> None:
     assert env.checkpoint_dir == tmp_path and env.gpu_kind == "a100" and env.restarts == 2
     explicit = TrainEnv.from_environ({"THRIFTY_CHECKPOINT_DIR": "/a"}, checkpoint_dir="/b")
     assert explicit.checkpoint_dir == Path("/b") and not explicit.distributed
-    with pytest.raises(ThriftyError, match="LOCAL_WORLD_SIZE=3.*THRIFTY_NUM_NODES"):
+    with pytest.raises(ThriftyError, match=r"LOCAL_WORLD_SIZE=3.*THRIFTY_NUM_NODES"):
         TrainEnv.from_environ({"WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "3"})
     # Three replicas on two nodes ({a: 2, b: 1}): the executor names the node count.
     uneven = TrainEnv.from_environ({"RANK": "2", "WORLD_SIZE": "3", "LOCAL_RANK": "0",
