@@ -97,8 +97,8 @@ def test_a_team_over_budget_is_stopped_at_the_cap_and_others_go_on(tmp_path: Pat
     assert len(sent) == 2 and all("team vision" in m for m in sent)
     # A restarted scheduler prices the same history and keeps the same caps, silently.
     again = LiveBudgets(book, tariff, INTERVAL_S, sinks=[])
-    spend = again.spend(store, [], time.time())
+    spend, due = again.spend(store, [], time.time())
     assert spend.spent("team", "vision", "usd", time.time()) == teams["vision"].usd
-    again._alert(store, spend, time.time())
+    again._alert(store, due, time.time())
     assert alerts() == sent
     store.close()

@@ -33,16 +33,19 @@ log = logging.getLogger(__name__)
 ALERT_EVENT = "budget-alert"
 
 
-def charge_ledger(tracker: SpendTracker, ledger: Ledger, period_start: float) -> None:
+def charge_ledger(tracker: SpendTracker, ledger: Ledger, period_start: float) -> list[Alert]:
     """Charge the part of every ledger line that falls in the period starting at `period_start`
-    (a line's money and CO2 are spread evenly over its span)."""
+    (a line's money and CO2 are spread evenly over its span); returns the thresholds crossed."""
+    alerts: list[Alert] = []
     for line in ledger.lines:
         start = max(line.start_s, period_start)
         span = line.end_s - line.start_s
         if line.end_s <= start or span <= 0:
             continue
         part = (line.end_s - start) / span
-        tracker.charge(f"{line.team}/{line.user}", line.usd * part, line.kgco2e * part, start)
+        alerts += tracker.charge(f"{line.team}/{line.user}", line.usd * part,
+                                 line.kgco2e * part, start)
+    return alerts
 
 
 def _tag(alert: Alert) -> str:
@@ -62,19 +65,20 @@ class LiveBudgets:
         self.sinks = tuple(sinks)
         self._capped: set[str] = set()
 
-    def spend(self, store: Store, nodes: Iterable[NodeView], now: float) -> SpendTracker:
-        """What every team and user has spent in the current period, up to `now`."""
+    def spend(self, store: Store, nodes: Iterable[NodeView], now: float
+              ) -> tuple[SpendTracker, list[Alert]]:
+        """What every team and user has spent in the current period, up to `now`, and the alert
+        thresholds that spending has crossed (sent or not)."""
         tracker = SpendTracker(self.book)
         period_start = tracker.period(now) * self.book.period_s
         ledger = live_ledger(store, self.tariff, now, nodes, since=period_start)
-        charge_ledger(tracker, ledger, period_start)
-        return tracker
+        return tracker, charge_ledger(tracker, ledger, period_start)
 
     def enforce(self, store: Store, wanted: dict[str, Allocation], jobs: Sequence[JobRow],
                 cluster: ClusterView, now: float) -> dict[str, Allocation]:
         """`wanted`, trimmed to what every owner can afford for one more interval."""
-        tracker = self.spend(store, cluster.nodes, now)
-        self._alert(store, tracker, now)
+        tracker, due = self.spend(store, cluster.nodes, now)
+        self._alert(store, due, now)
         owners = {f"{j.team}/{j.owner}" for j in jobs}
         left = budget_headroom(self.book, tracker, owners, now)
         if not left:
@@ -103,16 +107,8 @@ class LiveBudgets:
         self._record(store, events, now)
         return granted
 
-    def _alert(self, store: Store, tracker: SpendTracker, now: float) -> None:
+    def _alert(self, store: Store, due: list[Alert], now: float) -> None:
         """Send each alert of this period once, ever: the events table remembers."""
-        due: list[Alert] = []
-        for (scope, name), budget in self.book.budgets.items():
-            for metric in ("usd", "kgco2e"):
-                limit = budget.limit(metric)  # type: ignore[arg-type]
-                spent = tracker.spent(scope, name, metric, now)  # type: ignore[arg-type]
-                due += [Alert(scope, name, metric, level, spent, limit,  # type: ignore[arg-type]
-                              tracker.period(now), now)
-                        for level in self.book.thresholds if limit and spent >= level * limit]
         if not due:
             return
         with store.session() as s:

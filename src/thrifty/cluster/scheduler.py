@@ -25,7 +25,7 @@ from thrifty.cluster.budgets import LiveBudgets
 from thrifty.cluster.executor import LOST, AttemptStatus, Executor, Launch
 from thrifty.cluster.schema import AllocationRow, Attempt, Event, JobRow
 from thrifty.cluster.spec import JobSpec
-from thrifty.cluster.store import (
+from thrifty.cluster.states import (
     ACTIVE_STATES,
     CANCELLED,
     FAILED,
@@ -33,9 +33,8 @@ from thrifty.cluster.store import (
     RESTARTING,
     RUNNING,
     SUCCEEDED,
-    Store,
-    keep_report,
 )
+from thrifty.cluster.store import Store, keep_report
 from thrifty.goodput import GoodputModel
 from thrifty.goodput.model import growth_cap
 from thrifty.policy.base import Allocation, ClusterView, JobView, Policy
