@@ -20,6 +20,8 @@ with warnings.catch_warnings():  # Starlette nudges towards httpx2; TestClient w
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
+from waiting import wait_for_state
+
 from thrifty.cluster.api import ApiServer, create_app, read_from, read_tail
 from thrifty.cluster.local import LocalExecutor
 from thrifty.cluster.plane import ControlPlane
@@ -50,14 +52,7 @@ class World:
         return {"Authorization": f"Bearer {self.tokens[user]}"}
 
     def wait_state(self, job_id: str, states: tuple[str, ...], timeout_s: float = 60.0) -> JobRow:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            row = self.store.get(job_id)
-            if row is not None and row.state in states:
-                return row
-            time.sleep(0.1)
-        raise AssertionError(f"{job_id} not in {states} after {timeout_s} s: "
-                             f"{self.store.get(job_id).state}, {self.store.events(job_id)}")
+        return wait_for_state(self.store, job_id, states, timeout_s)
 
 
 @pytest.fixture

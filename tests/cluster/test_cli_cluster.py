@@ -8,12 +8,12 @@ import json
 import math
 import socket
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
+from waiting import wait_for_state
 
 from thrifty.cli import app
 from thrifty.cluster.api import ApiServer, create_app
@@ -44,13 +44,7 @@ class Served:
         return result.stdout, result.stderr
 
     def wait(self, job_id: str, states: tuple[str, ...], timeout_s: float = 60) -> str:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            state = self.store.get(job_id).state
-            if state in states:
-                return state
-            time.sleep(0.1)
-        raise AssertionError(f"{job_id} still {self.store.get(job_id).state}")
+        return wait_for_state(self.store, job_id, states, timeout_s).state
 
 
 @pytest.fixture

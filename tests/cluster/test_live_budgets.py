@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from sqlalchemy import select
+from waiting import wait_for_state
 
 from thrifty.accounting.budgets import load_budgets
 from thrifty.accounting.ledger import report
@@ -44,15 +45,6 @@ def _spec(name: str, team: str, seconds: float, marker: Path) -> dict:
             "env": {"MARKER": str(marker)}, "resources": {"max_replicas": 1}}
 
 
-def _wait(store: Store, job_id: str, states: tuple[str, ...], timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if store.get(job_id).state in states:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{job_id} is {store.get(job_id).state}, not {states}")
-
-
 def test_a_team_over_budget_is_stopped_at_the_cap_and_others_go_on(tmp_path: Path) -> None:
     sheet = tmp_path / "prices.toml"
     sheet.write_text(f"[onprem.cpu]\nusd_per_cpu_hour = {USD_PER_CORE_HOUR}\nwatts = 10\n")
@@ -69,10 +61,10 @@ def test_a_team_over_budget_is_stopped_at_the_cap_and_others_go_on(tmp_path: Pat
             _spec("capped", "vision", 60, tmp_path / "capped.txt"), owner="alice")).id
         free = plane.submit(validate_spec(
             _spec("free", "nlp", 8, tmp_path / "free.txt"), owner="bob")).id
-        _wait(store, capped, ("running",))
+        wait_for_state(store, capped, ("running",))
         # The budget lasts CAP_USD / (USD_PER_CORE_HOUR / 3600) = 4 s of one core.
-        _wait(store, capped, ("queued",), timeout_s=30)
-        _wait(store, free, ("succeeded",), timeout_s=30)
+        wait_for_state(store, capped, ("queued",), timeout_s=30)
+        wait_for_state(store, free, ("succeeded",), timeout_s=30)
         time.sleep(3 * INTERVAL_S)  # more rounds: the job must stay stopped, alerts not repeat
         assert store.get(capped).state == "queued"
     finally:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from waiting import wait_for_state
 
 from thrifty.cluster.local import LocalExecutor
 from thrifty.cluster.plane import ControlPlane
@@ -21,16 +22,6 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 def spec(name: str, **fields: object) -> object:
     return validate_spec({"name": name, "working_dir": str(EXAMPLES), **fields})
-
-
-def wait_for(plane: ControlPlane, job_id: str, states: tuple[str, ...], timeout: float) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = plane.store.get(job_id).state
-        if state in states:
-            return state
-        time.sleep(0.2)
-    raise AssertionError(f"{job_id} still {plane.store.get(job_id).state} after {timeout} s")
 
 
 @pytest.fixture
@@ -51,7 +42,7 @@ def test_a_crashing_job_is_retried_then_failed_with_its_log_tail(plane: ControlP
     crash = "import sys; print('loading shard 7', flush=True); sys.exit(3)"
     job = plane.submit(spec("crash", mode="rigid", max_restarts=2,
                             entrypoint={"command": [sys.executable, "-c", crash]}))
-    assert wait_for(plane, job.id, TERMINAL_STATES, 60) == "failed"
+    assert wait_for_state(plane.store, job.id, TERMINAL_STATES, 60).state == "failed"
     row = plane.store.get(job.id)
     assert row.failures == 3  # the first run and two retries
     assert "exit codes 3" in row.message and "loading shard 7" in row.message
@@ -62,7 +53,7 @@ def test_an_adaptive_job_grows_by_checkpoint_restart_and_resumes(plane: ControlP
     job = plane.submit(spec("grow", entrypoint={"script": "digits_mlp.py",
                                                 "args": ["--epochs", "1000"]},
                             resources={"max_replicas": 2}))
-    assert wait_for(plane, job.id, TERMINAL_STATES, 400) == "succeeded"
+    assert wait_for_state(plane.store, job.id, TERMINAL_STATES, 400).state == "succeeded"
     row = plane.store.get(job.id)
     assert "resizing" in kinds(plane, job.id) and row.restarts >= 1
     logs = plane.scheduler.log_dir(job.id)
@@ -76,11 +67,11 @@ def test_an_adaptive_job_grows_by_checkpoint_restart_and_resumes(plane: ControlP
 def test_cancel_stops_the_replicas(plane: ControlPlane) -> None:
     job = plane.submit(spec("sleepy", mode="rigid",
                             entrypoint={"command": ["sleep", "300"]}))
-    wait_for(plane, job.id, ("running",), 30)
+    wait_for_state(plane.store, job.id, ("running",), 30)
     with plane.store.session() as s:
         pid = plane.scheduler._open_attempt(s, job.id).handle["pids"][0]
     plane.cancel(job.id)
-    assert wait_for(plane, job.id, TERMINAL_STATES, 30) == "cancelled"
+    assert wait_for_state(plane.store, job.id, TERMINAL_STATES, 30).state == "cancelled"
     time.sleep(0.2)
     with pytest.raises(ProcessLookupError):
         os.killpg(pid, 0)
@@ -95,10 +86,10 @@ def test_quota_and_non_preemptible_rigid_jobs(tmp_path: Path) -> None:
         second = cp.submit(spec("b", mode="rigid", team="small",
                                 entrypoint={"command": ["sleep", "1"]}))
         cp.start()
-        wait_for(cp, first.id, ("running",), 20)
+        wait_for_state(cp.store, first.id, ("running",), 20)
         time.sleep(1.5)
         assert cp.store.get(second.id).state == "queued"  # quota 1: it waits for the first
-        assert wait_for(cp, second.id, TERMINAL_STATES, 30) == "succeeded"
+        assert wait_for_state(cp.store, second.id, TERMINAL_STATES, 30).state == "succeeded"
         a, b = cp.store.get(first.id), cp.store.get(second.id)
         assert b.started_at >= a.finished_at and a.restarts == 0
     finally:
@@ -114,13 +105,13 @@ def test_a_restarted_control_plane_adopts_running_replicas(tmp_path: Path) -> No
     first.start()
     job = first.submit(spec("long", mode="rigid",
                             entrypoint={"command": ["sh", "-c", "sleep 8; echo done"]}))
-    wait_for(first, job.id, ("running",), 20)
+    wait_for_state(first.store, job.id, ("running",), 20)
     first.stop()  # the loop ends; the replica keeps running
     second = make()
     second.start()
     try:
         assert "adopted" in kinds(second, job.id)
-        assert wait_for(second, job.id, TERMINAL_STATES, 30) == "succeeded"
+        assert wait_for_state(second.store, job.id, TERMINAL_STATES, 30).state == "succeeded"
         assert kinds(second, job.id).count("started") == 1  # never relaunched
     finally:
         second.stop(stop_jobs=True)
