@@ -3,9 +3,10 @@
 A training step frees and re-allocates the same activation buffers every time. glibc's default
 malloc hands blocks over 128 KiB back to the kernel (each its own mmap, and the heap's free top
 trimmed), so every step page-faults its activations afresh. On a CPU that cost grows faster than
-the batch does and with how busy the host is: steps at large batch sizes measured here ran up to
-30 % slower and bent the step-time curve away from the linear compute model the scheduler fits,
-so predictions for unseen batch sizes drifted. Raising glibc's mmap and trim thresholds keeps
+the batch does and with how busy the host is: steps at a micro-batch of 512 ran 10-15 % slower
+(benchmarks/train_throughput_model.py --curve, with and without --glibc-default) and bent the
+step-time curve away from the linear compute model the scheduler fits, so predictions for unseen
+batch sizes drifted. Raising glibc's mmap and trim thresholds keeps
 freed blocks for reuse; the process's resident memory then stays at its peak, which a training
 loop reaches on every step anyway.
 """
