@@ -20,6 +20,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 
@@ -41,22 +42,25 @@ class Recorder:
 
     def __init__(self, inner: Policy):
         self.inner = inner
-        self.name = inner.name
-        self.adaptive = inner.adaptive
-        self.heterogeneity_aware = inner.heterogeneity_aware
-        self.profiles_on_arrival = bool(getattr(inner, "profiles_on_arrival", False))
         self.preempted: Counter[str] = Counter()
         self.moved: Counter[str] = Counter()
+
+    def __getattr__(self, name: str) -> Any:
+        # The simulator reads the wrapped policy's name and capabilities through the wrapper,
+        # as it does through `MeteredPolicy`.
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
 
     def allocate(
         self, jobs: Sequence[JobView], cluster: ClusterView, now: float
     ) -> dict[str, Allocation]:
         granted = self.inner.allocate(jobs, cluster, now)
         for job in jobs:
-            new = granted.get(job.id)
             if job.allocation is None:
                 continue
-            if new is None:
+            new = granted.get(job.id)
+            if new is None or new.num_replicas == 0:  # the simulator's test for "no GPUs"
                 self.preempted[job.id] += 1
             elif not new.same_as(job.allocation):
                 self.moved[job.id] += 1
