@@ -79,6 +79,20 @@ def test_thrifty_gives_the_contended_fast_gpus_to_the_shorter_job() -> None:
     assert result["short"].kind == "a100" and result["long"].kind == "t4"
 
 
+def test_thrifty_decides_by_its_predicted_finish_times() -> None:
+    class Reversed(ThriftyPolicy):
+        """Knows better: the job that has just started will end first."""
+
+        def predicted_finish(self, jobs, goodput):
+            finish = super().predicted_finish(jobs, goodput)
+            return finish[::-1] if [j.id for j in jobs] == ["long", "short"] else finish
+
+    small = ClusterView((NodeView("t4-0", "t4", 1), NodeView("a100-0", "a100", 1)))
+    jobs = [view("long", model(progress=0.0)), view("short", model(progress=9e5))]
+    result = Reversed().allocate(jobs, small, now=0.0)
+    assert result["long"].kind == "a100" and result["short"].kind == "t4"
+
+
 def test_thrifty_cost_weight_trades_speed_for_price() -> None:
     jobs = [view("j", model())]
     assert ThriftyPolicy().allocate(jobs, CLUSTER, now=0.0)["j"].kind == "a100"

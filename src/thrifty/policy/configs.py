@@ -124,13 +124,14 @@ class GoodputTable:
             ):
                 row = cached[3]
             else:
-                row = self._row(job, model)
+                row = self.row(job, model)
             live[job.id] = (key[0], key[1], (job.max_replicas, job.replica_limit), row)
             table[i] = row
         self._rows = live
         return table
 
-    def _row(self, job: JobView, model: GoodputModel | None) -> NDArray[np.float64]:
+    def row(self, job: JobView, model: GoodputModel | None) -> NDArray[np.float64]:
+        """`job`'s goodput on every configuration under `model`, not cached."""
         c = self.configs
         row = np.zeros(len(c))
         allowed = c.count <= max(job.max_replicas, 1)

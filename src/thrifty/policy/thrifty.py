@@ -98,13 +98,11 @@ class ThriftyPolicy:
         self._table = GoodputTable.for_cluster(self._table, cluster, fill_a_node=True)
         configs = self._table.configs
         goodput = self._table.rows(jobs)
-        remaining = np.array([_remaining_work(job) for job in jobs])
         current = np.array([config_of(job.allocation, configs) for job in jobs])
         restart = np.array([job.restart_seconds for job in jobs])
 
-        runs = goodput > 0
-        finish = np.full(goodput.shape, np.inf)
-        finish[runs] = (remaining[:, None] * np.ones_like(goodput))[runs] / goodput[runs]
+        finish = self.predicted_finish(jobs, goodput)
+        runs = np.isfinite(finish)
         moved = np.ones(goodput.shape, dtype=bool)
         held = current >= 0
         moved[np.flatnonzero(held), current[held]] = False
@@ -141,6 +139,18 @@ class ThriftyPolicy:
             values[valid] -= self.cost_weight * price[valid]
         choice = choose_configs(values, configs)
         return place_configs(choice, jobs, configs, cluster)
+
+    def predicted_finish(
+        self, jobs: Sequence[JobView], goodput: NDArray[np.float64]
+    ) -> NDArray[np.float64]:
+        """Seconds each job needs to finish on each configuration (inf where it cannot run):
+        its remaining work at today's goodput. A subclass that knows better how a job's goodput
+        will change as it trains says so here (`benchmarks/policy_foresight.py` does)."""
+        remaining = np.array([_remaining_work(job) for job in jobs])
+        runs = goodput > 0
+        finish = np.full(goodput.shape, np.inf)
+        finish[runs] = np.broadcast_to(remaining[:, None], goodput.shape)[runs] / goodput[runs]
+        return finish
 
     def _weights(self, slowest: NDArray[np.float64], known: NDArray[np.bool_]) -> NDArray:
         """Shortest-remaining-time-first weights, bounded so no job is starved outright."""
