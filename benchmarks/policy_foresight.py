@@ -51,8 +51,8 @@ class ForesightPolicy(ThriftyPolicy):
 
     name = FORESIGHT
 
-    def __init__(self, slowdown: dict[str, float], **knobs: float):
-        super().__init__(**knobs)  # type: ignore[arg-type]
+    def __init__(self, slowdown: dict[str, float]):
+        super().__init__()
         self.slowdown = slowdown
         # (application, growth cap, replica limit) -> goodput per phase and config, phase bounds
         self._phases: dict[tuple, tuple[NDArray[np.float64], NDArray[np.float64]]] = {}
@@ -68,6 +68,8 @@ class ForesightPolicy(ThriftyPolicy):
         return finish
 
     def _true_finish(self, job: JobView, sim: SimJob) -> NDArray[np.float64]:
+        """Seconds to finish on every configuration: what is left of each stretch of training
+        at that stretch's true goodput."""
         key = (job.application, job.max_replicas, job.replica_limit)
         if key not in self._phases:
             assert self._table is not None  # set by `allocate` before it asks
