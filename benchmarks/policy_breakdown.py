@@ -20,14 +20,13 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any
 
 from rich.table import Table
 
 from thrifty.cli import resolve_data
 from thrifty.cli_output import results_console
 from thrifty.errors import ThriftyError
-from thrifty.policy.base import Allocation, ClusterView, JobView, Policy
+from thrifty.policy.base import Allocation, ClusterView, JobView, Policy, PolicyWrapper
 from thrifty.policy.registry import make_policy
 from thrifty.sim.cluster import ClusterSpec, load_cluster
 from thrifty.sim.engine import SimResult, simulate
@@ -37,20 +36,13 @@ from thrifty.sim.workload import Workload, load_workload, scale_load
 Changes = dict[str, dict[str, int]]  # "preempted" / "moved": job name -> count
 
 
-class Recorder:
+class Recorder(PolicyWrapper):
     """Passes every round through to `inner` and counts, per job, how its allocation changed."""
 
     def __init__(self, inner: Policy):
-        self.inner = inner
+        super().__init__(inner)
         self.preempted: Counter[str] = Counter()
         self.moved: Counter[str] = Counter()
-
-    def __getattr__(self, name: str) -> Any:
-        # The simulator reads the wrapped policy's name and capabilities through the wrapper,
-        # as it does through `MeteredPolicy`.
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
     def allocate(
         self, jobs: Sequence[JobView], cluster: ClusterView, now: float

@@ -19,11 +19,11 @@ mean average JCT, p99 JCT, makespan and restarts per job of each, and the ratios
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from statistics import fmean
 
 import numpy as np
 from numpy.typing import NDArray
@@ -106,23 +106,19 @@ def foresight_table(suite: str, baseline: str, runs: dict[str, list[Summary]]) -
         "restarts/job",
     ):
         table.add_column(header, justify="left" if header == "policy" else "right")
-    base = _mean([s.avg_jct_s for s in runs[baseline]])
+    base = fmean([s.avg_jct_s for s in runs[baseline]])
     for policy, summaries in runs.items():
-        avg = _mean([s.avg_jct_s for s in summaries])
+        avg = fmean([s.avg_jct_s for s in summaries])
         table.add_row(
             policy,
             f"{avg / 3600:.3f}",
             f"{avg / base:.3f}",
-            f"{_mean([s.p99_jct_s for s in summaries]) / 3600:.2f}",
-            f"{_mean([s.makespan_s for s in summaries]) / 3600:.2f}",
-            f"{_mean([s.restarts_per_job for s in summaries]):.2f}",
+            f"{fmean([s.p99_jct_s for s in summaries]) / 3600:.2f}",
+            f"{fmean([s.makespan_s for s in summaries]) / 3600:.2f}",
+            f"{fmean([s.restarts_per_job for s in summaries]):.2f}",
         )
     table.caption = f"target: thrifty ≤ {TARGET_AVG_RATIO} × {baseline}"
     return table
-
-
-def _mean(values: Sequence[float]) -> float:
-    return math.fsum(values) / len(values)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -136,3 +136,23 @@ class Policy(Protocol):
     def allocate(
         self, jobs: Sequence[JobView], cluster: ClusterView, now: float
     ) -> dict[str, Allocation]: ...
+
+
+class PolicyWrapper:
+    """A policy around another that adds to each round (metering, held starts, recording).
+
+    Whoever runs it (the simulator, the control plane) reads the inner policy's name and
+    capabilities through the wrapper, so any attribute the wrapper lacks is the inner one's.
+    """
+
+    def __init__(self, inner: Policy):
+        self.inner = inner
+        self.name = inner.name
+        self.adaptive = inner.adaptive
+        self.heterogeneity_aware = inner.heterogeneity_aware
+
+    def __getattr__(self, name: str) -> Any:
+        # Capabilities beyond the protocol (e.g. `profiles_on_arrival`) stay visible too.
+        if name == "inner":  # not set yet (copying, unpickling): no recursion through it
+            raise AttributeError(name)
+        return getattr(self.inner, name)

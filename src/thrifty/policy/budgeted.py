@@ -21,13 +21,19 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from thrifty.accounting.alerts import AlertSink, log_sink
 from thrifty.accounting.budgets import Alert, BudgetBook, SpendTracker
 from thrifty.accounting.ledger import UsageSegment, split_owner
 from thrifty.accounting.tariff import Tariff
-from thrifty.policy.base import Allocation, ClusterView, JobView, NodeView, Policy
+from thrifty.policy.base import (
+    Allocation,
+    ClusterView,
+    JobView,
+    NodeView,
+    Policy,
+    PolicyWrapper,
+)
 
 
 @dataclass
@@ -143,26 +149,17 @@ def trim_to_budgets(
     return events
 
 
-class MeteredPolicy:
+class MeteredPolicy(PolicyWrapper):
     """Any policy, with a usage segment recorded for every allocation it grants."""
 
     def __init__(self, inner: Policy, tariff: Tariff):
-        self.inner = inner
+        super().__init__(inner)
         self.tariff = tariff
-        self.name = inner.name
-        self.adaptive = inner.adaptive
-        self.heterogeneity_aware = inner.heterogeneity_aware
         self.segments: list[UsageSegment] = []
         self._open: dict[str, _Open] = {}
         self._last_now: float | None = None
         self._gap: float | None = None
         self._node_price: dict[str, float] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        # Other capabilities of the wrapped policy (e.g. `profiles_on_arrival`) stay visible.
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
     # --- prices ----------------------------------------------------------------------------
     def gpu_usd_per_hour(self, node: NodeView) -> float:

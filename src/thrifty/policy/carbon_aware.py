@@ -38,11 +38,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from thrifty.accounting.carbon import CarbonIntensity, best_start
 from thrifty.errors import ThriftyError
-from thrifty.policy.base import Allocation, ClusterView, JobView, Policy
+from thrifty.policy.base import Allocation, ClusterView, JobView, Policy, PolicyWrapper
 from thrifty.policy.placement import packed_shape
 
 # Why a job was released when it was (StartPlan.reason).
@@ -126,7 +125,7 @@ def _from_oracle(
     return max(times) if times else None
 
 
-class CarbonAwarePolicy:
+class CarbonAwarePolicy(PolicyWrapper):
     """Any policy, with jobs that have a deadline started in the greenest hours that meet it."""
 
     def __init__(
@@ -147,7 +146,7 @@ class CarbonAwarePolicy:
             raise ThriftyError("carbon-aware safety margins must be non-negative")
         if step_s <= 0:
             raise ThriftyError(f"the start-time grid step must be positive, got {step_s}")
-        self.inner = inner
+        super().__init__(inner)
         self.intensity = intensity
         self.slack_s = slack_s
         self.margin = margin
@@ -155,19 +154,10 @@ class CarbonAwarePolicy:
         self.step_s = step_s
         self.replan = replan
         self.min_saving = min_saving
-        self.name = inner.name
-        self.adaptive = inner.adaptive
-        self.heterogeneity_aware = inner.heterogeneity_aware
         self.plans: dict[str, StartPlan] = {}
         self._estimates: dict[str, tuple[float, float | None]] = {}  # job: (when, seconds)
         self._round: tuple[Sequence[JobView], ClusterView, float] = ((), ClusterView(()), 0.0)
         self._calendar: _Calendar | None = None
-
-    def __getattr__(self, name: str) -> Any:
-        # Other capabilities of the wrapped policy (e.g. `profiles_on_arrival`) stay visible.
-        if name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
 
     def allocate(
         self, jobs: Sequence[JobView], cluster: ClusterView, now: float
