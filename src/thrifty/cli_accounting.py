@@ -363,8 +363,7 @@ def advise_command(
             raise ThriftyError("give exactly one of --profile APP or --model MODEL.json")
         if max_gpus < 1:
             raise ThriftyError(f"--max-gpus must be at least 1, got {max_gpus}")
-        root = Settings(data).require_data() if data is not None else (
-            Settings.from_env().require_data())
+        root = Settings.load().with_data(data).require_data()
         if prices is not None:
             offers = load_price_sheet(prices).cloud
             if not offers:

@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from thrifty.cluster.spec import JobSpec
-from thrifty.policy.base import Allocation, NodeView
-from thrifty.train.signals import EXIT_RESIZE
+from thrifty.contract import EXIT_LOST, EXIT_RESIZE, Allocation
+from thrifty.policy.base import NodeView
 
 Handle = dict[str, Any]
 
-LOST = -1000
-"""Exit code recorded for a replica whose node or process vanished without an exit status."""
+LOST = EXIT_LOST
 
 
 @dataclass(frozen=True)

@@ -7,49 +7,15 @@ own state, so one policy object serves both.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
 
-from thrifty.errors import ThriftyError
+from thrifty.contract import Allocation
 from thrifty.goodput import BatchLimits, GoodputModel
 
-
-@dataclass(frozen=True)
-class Allocation:
-    """GPUs granted per node (`{"aws-3": 4, "aws-7": 2}`), all of kind `kind`."""
-
-    gpus: Mapping[str, int]
-    kind: str
-
-    def __post_init__(self) -> None:
-        if any(count < 1 for count in self.gpus.values()):
-            raise ThriftyError(f"an allocation lists nodes with no GPUs: {dict(self.gpus)}")
-
-    @property
-    def num_replicas(self) -> int:
-        return sum(self.gpus.values())
-
-    @property
-    def num_nodes(self) -> int:
-        return len(self.gpus)
-
-    def placement(self) -> tuple[int, ...]:
-        """GPUs per node, in node order: the shape the profiles are keyed by."""
-        return tuple(self.gpus[n] for n in sorted(self.gpus))
-
-    def same_as(self, other: Allocation | None) -> bool:
-        return other is not None and self.kind == other.kind and dict(self.gpus) == dict(
-            other.gpus
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"gpus": dict(self.gpus), "kind": self.kind}
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Allocation:
-        return cls(gpus={str(k): int(v) for k, v in data["gpus"].items()}, kind=str(data["kind"]))
+__all__ = ["Allocation", "ClusterView", "JobView", "NodeView", "Policy", "PolicyWrapper"]
 
 
 @dataclass(frozen=True)

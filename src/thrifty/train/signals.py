@@ -19,10 +19,11 @@ import sys
 import threading
 from types import FrameType
 
-log = logging.getLogger(__name__)
+from thrifty.contract import EXIT_RESIZE
 
-EXIT_RESIZE = 75
-"""Exit status of a job that checkpointed on request and wants to be restarted (EX_TEMPFAIL)."""
+__all__ = ["EXIT_RESIZE", "PARENT_DEATH", "StopSignal"]
+
+log = logging.getLogger(__name__)
 
 
 PARENT_DEATH = signal.SIGUSR2
