@@ -17,7 +17,7 @@ from thrifty.accounting.tariff import Tariff
 from thrifty.cluster.budgets import LiveBudgets
 from thrifty.cluster.executor import Executor
 from thrifty.cluster.local import LocalExecutor
-from thrifty.cluster.scheduler import RoundStats, Scheduler
+from thrifty.cluster.scheduler import RoundStats, Scheduler, SchedulerConfig
 from thrifty.cluster.schema import JobRow
 from thrifty.cluster.spec import JobSpec
 from thrifty.cluster.store import ACTIVE_STATES, Store, thrifty_home
@@ -58,9 +58,10 @@ class ControlPlane:
         self.check_s = min(1.0, interval_s)  # how often ended attempts are looked for
         self._tariff = tariff
         self.budgets = None if budgets is None else LiveBudgets(budgets, self.tariff, interval_s)
-        self.scheduler = Scheduler(self.store, executor, self.policy, self.home, quotas,
-                                   stop_grace_s, retry_backoff_s, restart_seconds,
-                                   budgets=self.budgets)
+        config = SchedulerConfig(restart_s=restart_seconds, retry_backoff_s=retry_backoff_s,
+                                 grace_s=stop_grace_s, quotas=dict(quotas or {}))
+        self.scheduler = Scheduler(self.store, executor, self.policy, home=self.home,
+                                   config=config, budgets=self.budgets)
         self.last_round: RoundStats | None = None
         self.rounds = 0
         self._wake = threading.Event()
@@ -124,9 +125,9 @@ class ControlPlane:
         self._wake.set()
         if self._thread is not None:
             # A round in progress may be waiting for replicas to checkpoint.
-            self._thread.join(timeout=self.scheduler.stop_grace_s + 30.0)
+            self._thread.join(timeout=self.scheduler.config.grace_s + 30.0)
         if stop_jobs:
-            self.executor.stop(self.scheduler.open_handles(), self.scheduler.stop_grace_s)
+            self.executor.stop(self.scheduler.open_handles(), self.scheduler.config.grace_s)
         self.executor.close()
 
     def wait_idle(self, timeout_s: float, poll_s: float = 0.5) -> bool:

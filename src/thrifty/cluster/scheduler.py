@@ -7,6 +7,10 @@ never moved) and lets the policy share the rest among adaptive jobs, within team
 boundary, relaunch on the new allocation), a job left without GPUs goes back to the queue.
 Every decision is committed to the store before the executor is told, so a control plane that
 dies mid-round finds on restart what it was doing (`recover`).
+
+The steps are methods of their own (`collect`, `decide`, `apply`, `recover`) and time comes from
+an injected clock, so that each can be driven and checked alone against a store and an executor.
+Deciding itself lives in `thrifty.cluster.deciding`.
 """
 
 from __future__ import annotations
@@ -22,9 +26,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from thrifty.cluster.budgets import LiveBudgets
+from thrifty.cluster.deciding import JobFacts, decide, eligible
 from thrifty.cluster.executor import LOST, AttemptStatus, Executor, Launch
 from thrifty.cluster.schema import AllocationRow, Attempt, Event, JobRow
-from thrifty.cluster.spec import JobSpec
 from thrifty.cluster.states import (
     ACTIVE_STATES,
     CANCELLED,
@@ -35,11 +39,7 @@ from thrifty.cluster.states import (
     SUCCEEDED,
 )
 from thrifty.cluster.store import Store, keep_report
-from thrifty.goodput import GoodputModel
-from thrifty.goodput.model import growth_cap
-from thrifty.policy.base import Allocation, ClusterView, JobView, Policy
-from thrifty.policy.placement import free_gpus, most_free, take
-from thrifty.policy.quota import QuotaJob, enforce_quotas, shrink
+from thrifty.policy.base import Allocation, ClusterView, Policy
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +67,27 @@ class RoundStats:
     allocations: dict[str, Allocation] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """How the scheduler acts, in seconds.
+
+    `restart_s` is what a resize is estimated to cost a job (the policy weighs it);
+    `retry_backoff_s` the wait before a failed job's first retry (doubling with each failure);
+    `grace_s` how long stopped replicas get to checkpoint before they are killed. `quotas` maps a
+    team to the GPUs per kind it may hold at once.
+    """
+
+    restart_s: float = 30.0
+    retry_backoff_s: float = 5.0
+    grace_s: float = 60.0
+    quotas: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("restart_s", "retry_backoff_s", "grace_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+
+
 class Scheduler:
     """Owns the decisions; the store owns the state; the executor owns the processes."""
 
@@ -75,11 +96,9 @@ class Scheduler:
         store: Store,
         executor: Executor,
         policy: Policy,
+        *,
         home: Path,
-        quotas: Mapping[str, Mapping[str, int]] | None = None,
-        stop_grace_s: float = 60.0,
-        retry_backoff_s: float = 5.0,
-        restart_seconds: float = 30.0,
+        config: SchedulerConfig | None = None,
         clock: Callable[[], float] = time.time,
         budgets: LiveBudgets | None = None,
     ) -> None:
@@ -87,12 +106,10 @@ class Scheduler:
         self.executor = executor
         self.policy = policy
         self.home = home
-        self.quotas = dict(quotas or {})
-        self.stop_grace_s = stop_grace_s
-        self.retry_backoff_s = retry_backoff_s
-        self.restart_seconds = restart_seconds  # what a resize costs a job, for the policy
-        self.clock = clock
+        self.config = config or SchedulerConfig()
+        self.clock = clock  # seconds, on the clock job submissions and deadlines use
         self.budgets = budgets
+        self.facts = JobFacts()
         self._last_round: float | None = None
 
     # ---- paths ---------------------------------------------------------------------------------
@@ -104,7 +121,7 @@ class Scheduler:
         return self.job_dir(job_id) / "logs"
 
     def checkpoint_dir(self, job: JobRow) -> Path:
-        given = job.spec.get("checkpoint_dir")
+        given = self.facts.spec(job).checkpoint_dir
         return Path(given) if given else self.job_dir(job.id) / "checkpoints"
 
     # ---- recovery ------------------------------------------------------------------------------
@@ -134,20 +151,22 @@ class Scheduler:
     # ---- one round -----------------------------------------------------------------------------
 
     def round(self) -> RoundStats:
+        """One round: collect what happened, decide, apply what changed."""
         t0 = time.perf_counter()
         stats = RoundStats()
         now = self.clock()
         elapsed = 0.0 if self._last_round is None else max(now - self._last_round, 0.0)
         self._last_round = now
-        stats.finished = self._collect(now, elapsed)
+        stats.finished = self.collect(now, elapsed)
         with self.store.session() as s:
             jobs = list(s.scalars(select(JobRow).where(JobRow.state.in_(ACTIVE_STATES))))
+        self.facts.keep_only(j.id for j in jobs)
         cluster = ClusterView(self.executor.nodes())
         t1 = time.perf_counter()
-        wanted = self._decide(jobs, cluster, now)
+        wanted = self.decide(jobs, cluster, now)
         stats.policy_s = time.perf_counter() - t1
         stats.allocations = wanted
-        stats.stopped, stats.started = self._apply(jobs, wanted, now)
+        stats.stopped, stats.started = self.apply(jobs, wanted, now)
         stats.total_s = time.perf_counter() - t0
         return stats
 
@@ -190,8 +209,9 @@ class Scheduler:
         job.state, job.allocation = QUEUED, None
         s.add(Event(job_id=job.id, at=now, kind="requeued", message=why))
 
-    def _collect(self, now: float, elapsed: float) -> int:
-        """Account service, take reports, settle finished attempts and cancels."""
+    def collect(self, now: float, elapsed: float) -> int:
+        """Account `elapsed` seconds of service, take reports, settle finished attempts and
+        cancels; returns how many attempts finished on their own."""
         finished = 0
         with self.store.session() as s:
             running = list(s.scalars(select(JobRow).where(JobRow.state == RUNNING)))
@@ -217,7 +237,7 @@ class Scheduler:
                 finished += 1
                 self._settle(s, job, attempt, status, now)
         if to_cancel:
-            self.executor.stop([a.handle for _, a in to_cancel], self.stop_grace_s)
+            self.executor.stop([a.handle for _, a in to_cancel], self.config.grace_s)
             with self.store.session() as s:
                 for seen, opened in to_cancel:
                     job, attempt = s.get(JobRow, seen.id), s.get(Attempt, opened.id)
@@ -242,7 +262,7 @@ class Scheduler:
             return
         job.failures += 1
         codes = ", ".join(str(c) for c in status.exit_codes)
-        limit = int(job.spec.get("max_restarts", 0))
+        limit = self.facts.spec(job).max_restarts
         if job.failures > limit:
             tail = log_tail(self.log_dir(job.id), attempt.number)
             job.state, job.finished_at, job.allocation = FAILED, now, None
@@ -250,103 +270,26 @@ class Scheduler:
             s.add(Event(job_id=job.id, at=now, kind="failed",
                         message=f"exit codes {codes}; no retries left (max_restarts={limit})"))
             return
-        delay = self.retry_backoff_s * 2 ** (job.failures - 1)
+        delay = self.config.retry_backoff_s * 2 ** (job.failures - 1)
         job.retry_at = now + delay
         self._requeue(s, job, now, f"exit codes {codes}; retry {job.failures} of {limit} "
                                    f"in {delay:.0f} s")
 
     # ---- deciding ------------------------------------------------------------------------------
 
-    def _view(self, job: JobRow, now: float) -> JobView:
-        spec = job.spec
-        resources = spec.get("resources", {})
-        model = GoodputModel.from_dict(job.report["model"]) if job.report else None
-        limits = model.limits if model else None
-        top = int(resources.get("max_replicas", 1))
-        kind_explored = max(model.explored.values(), default=0) if model else 0
-        cap = min(growth_cap(kind_explored, limits), top) if limits else 1
-        limit = min(limits.max_replicas(), top) if limits else top
-        return JobView(
-            id=job.id, submit_time=job.submitted_at, application=job.name, owner=job.owner,
-            model=model, limits=limits,
-            allocation=Allocation.from_dict(job.allocation) if job.allocation else None,
-            restarts=job.restarts, attained_service=job.attained_service,
-            min_replicas=int(resources.get("min_replicas", 1)),
-            max_replicas=max(cap, int(resources.get("min_replicas", 1))),
-            replica_limit=limit,
-            requested_replicas=int(resources.get("max_replicas", 1)),
-            restart_seconds=self.restart_seconds,
-        )
-
-    def _decide(self, jobs: list[JobRow], cluster: ClusterView,
-                now: float) -> dict[str, Allocation]:
-        """Allocations for every active job that should run now."""
-        eligible = [j for j in jobs if j.state != QUEUED or (j.retry_at or 0) <= now]
-        rigid = [j for j in eligible if j.spec.get("mode") == "rigid"]
-        adaptive = [j for j in eligible if j.spec.get("mode") != "rigid"]
-        wanted: dict[str, Allocation] = {}
-        free = free_gpus(cluster, [])
-        # Rigid jobs first: running ones keep what they have; waiting ones, by priority then age.
-        for job in sorted(rigid, key=lambda j: (j.allocation is None, -j.priority,
-                                               j.submitted_at)):
-            alloc = Allocation.from_dict(job.allocation) if job.allocation else None
-            if alloc is None or any(free.get(n, 0) < c for n, c in alloc.gpus.items()):
-                alloc = self._place_rigid(job, free, cluster)
-            if alloc is not None:
-                take(free, alloc)
-                wanted[job.id] = alloc
-        remaining = ClusterView(tuple(
-            type(n)(n.name, n.gpu_kind, free[n.name], n.price_per_hour)
-            for n in cluster.nodes if free[n.name] > 0
-        ))
-        views = [self._view(j, now) for j in adaptive]
-        if views and remaining.nodes:
-            decided = self.policy.allocate(views, remaining, now)
-            by_id = {v.id: v for v in views}
-            for jid, alloc in decided.items():
-                view, allowed = by_id.get(jid), self._allowed(jid, adaptive)
-                if view is None or (allowed and alloc.kind not in allowed):
-                    continue
-                if alloc.num_replicas > (view.replica_limit or alloc.num_replicas):
-                    alloc = shrink(alloc, int(view.replica_limit or 1))
-                if alloc.num_replicas >= max(view.min_replicas, 1):
-                    wanted[jid] = alloc
-        quota_jobs = [
-            QuotaJob(j.id, j.team, j.priority, j.submitted_at,
-                     int(j.spec.get("resources", {}).get("min_replicas", 1)),
-                     j.spec.get("mode") != "rigid",
-                     Allocation.from_dict(j.allocation) if j.allocation else None)
-            for j in eligible
-        ]
-        wanted = enforce_quotas(wanted, quota_jobs, self.quotas)
+    def decide(self, jobs: list[JobRow], cluster: ClusterView,
+               now: float) -> dict[str, Allocation]:
+        """Allocations for every active job that should run now, within quotas and budgets."""
+        wanted = decide(jobs, self.facts, cluster, now, self.policy,
+                        restart_s=self.config.restart_s, quotas=self.config.quotas)
         if self.budgets is not None:
-            wanted = self.budgets.enforce(self.store, wanted, eligible, cluster, now)
+            wanted = self.budgets.enforce(self.store, wanted, eligible(jobs, now), cluster, now)
         return wanted
-
-    @staticmethod
-    def _allowed(job_id: str, jobs: list[JobRow]) -> tuple[str, ...]:
-        for job in jobs:
-            if job.id == job_id:
-                resources = job.spec.get("resources", {})
-                if resources.get("cpu_only"):
-                    return ("cpu",)
-                return tuple(resources.get("gpu_kinds") or ())
-        return ()
-
-    def _place_rigid(self, job: JobRow, free: dict[str, int],
-                     cluster: ClusterView) -> Allocation | None:
-        replicas = int(job.spec.get("resources", {}).get("max_replicas", 1))
-        kinds = self._allowed(job.id, [job]) or cluster.kinds
-        for kind in kinds:
-            alloc = most_free(replicas, free, cluster, kind)
-            if alloc is not None:
-                return alloc
-        return None
 
     # ---- applying ------------------------------------------------------------------------------
 
-    def _apply(self, jobs: list[JobRow], wanted: dict[str, Allocation],
-               now: float) -> tuple[int, int]:
+    def apply(self, jobs: list[JobRow], wanted: dict[str, Allocation],
+              now: float) -> tuple[int, int]:
         """Stop what changes, then launch what should run; returns (stopped, started)."""
         changing: list[tuple[JobRow, Attempt | None]] = []
         with self.store.session() as s:
@@ -361,8 +304,8 @@ class Scheduler:
                     continue
                 if job.state == QUEUED and target is None:
                     continue
-                rigid_keep = job.spec.get("mode") == "rigid" and job.state == RUNNING
-                if rigid_keep and not job.spec.get("preemptible", True):
+                spec = self.facts.spec(job)
+                if not spec.adaptive and job.state == RUNNING and not spec.preemptible:
                     continue  # never preempted
                 attempt = self._open_attempt(s, job.id) if job.state != QUEUED else None
                 if attempt is not None:
@@ -372,7 +315,7 @@ class Scheduler:
                 changing.append((job, attempt))
         stopping = [a for _, a in changing if a is not None]
         if stopping:
-            self.executor.stop([a.handle for a in stopping], self.stop_grace_s)
+            self.executor.stop([a.handle for a in stopping], self.config.grace_s)
         started = 0
         for job, attempt in changing:
             target = wanted.get(job.id)
@@ -422,7 +365,7 @@ class Scheduler:
         checkpoints = self.checkpoint_dir(job)
         checkpoints.mkdir(parents=True, exist_ok=True)
         return Launch(
-            job_id=job.id, attempt=number, spec=JobSpec.model_validate(job.spec),
+            job_id=job.id, attempt=number, spec=self.facts.spec(job),
             allocation=target,
             env={"THRIFTY_JOB_ID": job.id, "THRIFTY_CHECKPOINT_DIR": str(checkpoints)},
             log_dir=self.log_dir(job.id),

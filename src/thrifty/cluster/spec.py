@@ -105,6 +105,12 @@ class JobSpec(_Strict):
     priority: int = Field(0, ge=-100, le=100)
     checkpoint_dir: str | None = None
     max_restarts: int = Field(3, ge=0, le=100)
+    batch_size: int | None = Field(
+        None, ge=1, description="Total batch the owner asks for, for policies that honour it."
+    )
+    deadline_s: float | None = Field(
+        None, gt=0, description="Seconds after submission by which the job should be finished."
+    )
 
     @field_validator("env")
     @classmethod

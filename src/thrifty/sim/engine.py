@@ -13,7 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from thrifty.errors import ThriftyError
-from thrifty.policy.base import Allocation, ClusterView, NodeView, Policy
+from thrifty.policy.base import Allocation, ClusterView, JobView, NodeView, Policy
+from thrifty.policy.views import capability, check_answer
 from thrifty.sim.autoscale import Autoscaler, NodeRecord
 from thrifty.sim.cluster import ClusterSpec
 from thrifty.sim.job import SimJob
@@ -70,21 +71,15 @@ def cluster_view(cluster: ClusterSpec) -> ClusterView:
     ))
 
 
-def _check(allocations: dict[str, Allocation], view: ClusterView, active: set[str], who: str):
-    nodes = {n.name: n for n in view.nodes}
-    used: dict[str, int] = {}
-    for job, alloc in allocations.items():
-        if job not in active:
-            raise ThriftyError(f"policy {who} allocated GPUs to unknown or inactive job '{job}'")
-        for node, count in alloc.gpus.items():
-            if node not in nodes:
-                raise ThriftyError(f"policy {who} used unknown node '{node}'")
-            if nodes[node].gpu_kind != alloc.kind:
-                raise ThriftyError(f"policy {who} mixed GPU kinds in the allocation of '{job}'")
-            used[node] = used.get(node, 0) + count
-    for node, count in used.items():
-        if count > nodes[node].num_gpus:
-            raise ThriftyError(f"policy {who} over-allocated node '{node}' ({count} GPUs)")
+def _check(allocations: dict[str, Allocation], views: list[JobView], cluster: ClusterView,
+           who: str) -> None:
+    """Raise on the first fault in a policy's answer: a run with a faulty policy means nothing.
+
+    The answer is applied as given otherwise (replica limits and minimums are the policy's to
+    respect here; the live scheduler trims what a policy could not know)."""
+    errors = check_answer(allocations, views, cluster).errors
+    if errors:
+        raise ThriftyError(f"policy {who} {errors[0]}")
 
 
 def simulate(
@@ -127,7 +122,7 @@ def simulate(
         for spec in workload.jobs
     ]
     # Heterogeneity-aware policies such as Sia measure each new job on one GPU of every kind.
-    profiles_on_arrival = bool(getattr(policy, "profiles_on_arrival", False))
+    profiles_on_arrival = capability(policy, "profiles_on_arrival")
     contention_sum = {j.name: 0.0 for j in jobs}
     contention_rounds = {j.name: 0 for j in jobs}
     rounds: list[float] = []
@@ -185,7 +180,7 @@ def simulate(
             rounds.append(spent)
         else:  # a rented cluster with no node up yet: nothing to allocate
             allocations = {}
-        _check(allocations, view, {j.name for j in active}, policy.name)
+        _check(allocations, views, view, policy.name)
         for job in active:
             new = allocations.get(job.name)
             if new is None or new.num_replicas == 0:

@@ -19,10 +19,10 @@ from thrifty.goodput import (
     StepObservation,
     ThroughputParams,
     fit_throughput,
-    growth_cap,
     split_batch,
 )
 from thrifty.policy.base import Allocation, JobView
+from thrifty.policy.views import job_view
 from thrifty.sim.cluster import ClusterSpec
 from thrifty.sim.profiles import AppProfile
 from thrifty.sim.workload import JobSpec
@@ -169,32 +169,32 @@ class SimJob:
             self.grad = self.profile.grad_stats(float(self.limits.init_batch_size), 0)
 
     def view(self, now: float, restart_estimate: float) -> JobView:
-        model = self.model() if self.adaptive else None
+        """What a policy sees of this job; `restart_estimate` is the seconds a restart costs.
+
+        The job is its own oracle (its true, profiled speed) for the baselines defined with one.
+        """
         app = self.spec.application
-        if self.adaptive and app in FIXED_ADAPTIVE:
-            cap = limit = FIXED_ADAPTIVE[app][1]
-        elif self.adaptive:
-            explored = max((max(r for (_, r, _) in o) for o in self.observations.values()),
-                           default=0)
-            cap = growth_cap(explored, self.limits)
-            limit = self.limits.max_replicas()
+        if not self.adaptive:
+            fixed: int | None = self.spec.num_replicas
+        elif app in FIXED_ADAPTIVE:
+            fixed = FIXED_ADAPTIVE[app][1]
         else:
-            cap = limit = self.spec.num_replicas
-        return JobView(
+            fixed = None
+        return job_view(
             id=self.name,
             submit_time=self.spec.submit_time,
             application=app,
             owner=self.spec.owner,
-            model=model,
+            model=self.model() if self.adaptive else None,
             limits=self.limits,
             allocation=self.allocation,
             restarts=self.restarts or 0,
             attained_service=self.attained_service,
-            max_replicas=min(cap, self.max_replicas_cap),
-            replica_limit=min(limit, self.max_replicas_cap),
+            replica_ceiling=self.max_replicas_cap,
+            fixed_replicas=fixed,
             requested_replicas=self.spec.num_replicas,
             requested_batch_size=self.spec.batch_size,
-            restart_seconds=restart_estimate,
+            restart_s=restart_estimate,
             deadline=self.spec.deadline_at,
             oracle=self,
         )
