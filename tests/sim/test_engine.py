@@ -99,6 +99,50 @@ def test_a_policy_that_over_allocates_is_stopped(data_root: Path) -> None:
         )
 
 
+class Stranger(Greedy):
+    name = "stranger"
+
+    def allocate(
+        self, jobs: Sequence[JobView], cluster: ClusterView, now: float
+    ) -> dict[str, Allocation]:
+        return {"nobody": Allocation({cluster.nodes[0].name: 1}, "aws")}
+
+
+def test_a_policy_that_allocates_to_a_job_it_was_not_shown_is_stopped(data_root: Path) -> None:
+    with pytest.raises(ThriftyError, match="policy stranger allocated GPUs to unknown or inactive "
+                                           "job 'nobody'"):
+        simulate(workload(JobSpec("x", 0.0, "ncf", 1, 32768)), load_cluster("pollux64"),
+                 Stranger(), ProfileSet(data_root, "pollux"))
+
+
+class Watcher(FifoPolicy):
+    """FIFO that records whether each job had a model the first time it was shown."""
+
+    adaptive = True  # jobs keep their own models (a rigid job's view carries none)
+
+    def __init__(self, profiles_on_arrival: bool) -> None:
+        super().__init__()
+        self.profiles_on_arrival = profiles_on_arrival
+        self.first: dict[str, bool] = {}
+
+    def allocate(
+        self, jobs: Sequence[JobView], cluster: ClusterView, now: float
+    ) -> dict[str, Allocation]:
+        for job in jobs:
+            self.first.setdefault(job.id, job.model is not None)
+        return super().allocate(jobs, cluster, now)
+
+
+@pytest.mark.parametrize("on_arrival", [True, False])
+def test_a_policy_that_profiles_on_arrival_sees_new_jobs_already_measured(
+    data_root: Path, on_arrival: bool
+) -> None:
+    policy = Watcher(on_arrival)
+    simulate(workload(JobSpec("x", 0.0, "cifar10", 1, 128)), load_cluster("sia-hetero64"),
+             policy, ProfileSet(data_root, "sia"), SimSettings(max_hours=48))
+    assert policy.first == {"x": on_arrival}
+
+
 def test_summary_metrics_are_consistent(data_root: Path) -> None:
     cluster = load_cluster("sia-hetero64")
     profiles = ProfileSet(data_root, "sia")
