@@ -15,7 +15,7 @@ from pathlib import Path
 
 from thrifty.accounting.advisor import Advice, Phase, advise
 from thrifty.accounting.prices import load_catalogue
-from thrifty.cli import resolve_data
+from thrifty.cli.options import resolve_data
 from thrifty.goodput import (
     BatchLimits,
     GoodputModel,

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from thrifty.cli import resolve_data
+from thrifty.cli.options import resolve_data
 from thrifty.sim.autoscale import AutoscaleConfig
 from thrifty.sim.metrics import Summary
 from thrifty.sim.runner import RunSpec, run

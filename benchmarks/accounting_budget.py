@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from thrifty.accounting.budgets import Budget, BudgetBook
-from thrifty.cli import resolve_data
+from thrifty.cli.options import resolve_data
 from thrifty.policy.budgeted import BudgetedPolicy
 from thrifty.policy.registry import make_policy
 from thrifty.sim.cluster import pollux64

@@ -17,7 +17,6 @@ measured average JCT next to the published one, with their ratio (1.0 = reproduc
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 from collections.abc import Mapping, Sequence
@@ -26,18 +25,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from thrifty.cli import (
-    Outcome,
-    Pair,
-    check_policy,
-    json_rows,
-    plan_runs,
-    resolve_data,
-    results_console,
-    results_table,
-    run_pairs,
-)
+from common import add_run_options, finish
+from thrifty.cli.options import resolve_data
+from thrifty.cli.output import results_console
+from thrifty.cli.tables import results_table
 from thrifty.errors import ThriftyError
+from thrifty.sim.batch import Outcome, Pair, check_policy, plan_runs, run_pairs
 
 # Published average JCT (seconds) per Pollux workload, in the artifact's own simulator.
 POLLUX64_PUBLISHED_S: Mapping[str, Mapping[int, float]] = {
@@ -195,9 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--suite", choices=[*SUITES, "all"], default="all")
     parser.add_argument("--policies", help="comma-separated subset of the suite's policies")
     parser.add_argument("--workloads", help="comma-separated workload numbers, e.g. 1,6")
-    parser.add_argument("--workers", type=int, help="parallel processes (default: CPUs)")
-    parser.add_argument("--data", type=Path, help="measured data folder (default: shared/data)")
-    parser.add_argument("--json", type=Path, help="also write every run's record here")
+    add_run_options(parser, workers=None)
     args = parser.parse_args(argv)
     console = results_console()
     suites = list(SUITES) if args.suite == "all" else [args.suite]
@@ -222,13 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     extra = sia_table(outcomes)
     if extra is not None:
         console.print(extra)
-    if args.json is not None:
-        args.json.write_text(json.dumps({"runs": json_rows(outcomes)}, indent=2) + "\n")
-    failed = [o for o in outcomes if o.error is not None]
-    for outcome in failed:
-        print(f"error: {outcome.pair.spec.policy} on {outcome.pair.label}: {outcome.error}",
-              file=sys.stderr)
-    return 1 if failed else 0
+    return 1 if finish(outcomes, args.json) else 0
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ from pathlib import Path
 
 from rich.table import Table
 
-from thrifty.cli import Outcome, plan_runs, resolve_data, results_console, run_pairs
+from thrifty.cli.options import resolve_data
+from thrifty.cli.output import results_console
+from thrifty.sim.batch import Outcome, failures, plan_runs, run_pairs
 
 SUITES: Mapping[str, tuple[str, str, tuple[str, ...]]] = {
     # suite: (cluster, workload folder under the data root, baselines)
@@ -100,11 +102,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         pairs = plan_runs(files, cluster, ["thrifty", *baselines], data_root,
                           seed=args.seed, load=args.load)
         outcomes = run_pairs(pairs, args.workers)
-        for outcome in outcomes:
-            if outcome.error:
-                failed += 1
-                print(f"error: {outcome.pair.spec.policy} on {outcome.pair.label}: "
-                      f"{outcome.error}", file=sys.stderr)
+        for line in failures(outcomes):
+            failed += 1
+            print(f"error: {line}", file=sys.stderr)
         console.print(comparison_table(f"{suite} (load {args.load}, seed {args.seed})",
                                        outcomes, baselines))
     return 1 if failed else 0

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from rich.table import Table
 
-from thrifty.cli import resolve_data
-from thrifty.cli_output import results_console
+from thrifty.cli.options import resolve_data
+from thrifty.cli.output import results_console
 from thrifty.errors import ThriftyError
 from thrifty.policy.base import Allocation, ClusterView, JobView, Policy, PolicyWrapper
 from thrifty.policy.registry import make_policy

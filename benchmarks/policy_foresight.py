@@ -30,7 +30,8 @@ from numpy.typing import NDArray
 from rich.table import Table
 
 from policies import SUITES, TARGET_AVG_RATIO
-from thrifty.cli import resolve_data, results_console
+from thrifty.cli.options import resolve_data
+from thrifty.cli.output import results_console
 from thrifty.policy.base import JobView
 from thrifty.policy.registry import make_policy
 from thrifty.policy.thrifty import ThriftyPolicy

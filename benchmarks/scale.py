@@ -16,7 +16,6 @@ own time per round (everything but the policy) against a 1 s budget, with their 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -24,8 +23,11 @@ from pathlib import Path
 
 from rich.table import Table
 
-from thrifty.cli import Outcome, json_rows, plan_runs, resolve_data, results_console, run_pairs
+from common import add_run_options, finish
+from thrifty.cli.options import resolve_data
+from thrifty.cli.output import results_console
 from thrifty.errors import ThriftyError
+from thrifty.sim.batch import Outcome, plan_runs, run_pairs
 from thrifty.sim.cluster import load_cluster
 from thrifty.sim.generate import cluster_toml, generate_workload, scale_cluster, workload_csv
 from thrifty.sim.profiles import ProfileSet
@@ -96,10 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="generator seed")
     parser.add_argument("--base", type=Path,
                         help="base workload folder (default: the Philly workloads of sia/)")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="parallel processes (default 1: timings without competition)")
-    parser.add_argument("--data", type=Path, help="measured data folder (default: shared/data)")
-    parser.add_argument("--json", type=Path, help="also write every run's record here")
+    add_run_options(parser)
     args = parser.parse_args(argv)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     with tempfile.TemporaryDirectory(prefix="thrifty-scale-") as tmp:
@@ -118,12 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     title = (f"Scale: {pairs[0].jobs} jobs on {spec.name} ({spec.num_gpus} GPUs, "
              f"{len(spec.nodes)} nodes), load × {args.load:g}, seed {args.seed}")
     results_console().print(scale_table(outcomes, title))
-    if args.json is not None:
-        args.json.write_text(json.dumps({"runs": json_rows(outcomes)}, indent=2) + "\n")
-    failed = [o for o in outcomes if o.error is not None]
-    for outcome in failed:
-        print(f"error: {outcome.pair.spec.policy}: {outcome.error}", file=sys.stderr)
-    return 1 if failed else 0
+    return 1 if finish(outcomes, args.json) else 0
 
 
 if __name__ == "__main__":

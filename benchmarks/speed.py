@@ -15,15 +15,17 @@ wall seconds exceed CPU seconds and the ratio overstates the cost.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from rich.table import Table
 
-from thrifty.cli import Outcome, json_rows, plan_runs, resolve_data, results_console, run_pairs
+from common import add_run_options, finish
+from thrifty.cli.options import resolve_data
+from thrifty.cli.output import results_console
 from thrifty.errors import ThriftyError
+from thrifty.sim.batch import Outcome, plan_runs, run_pairs
 
 BUDGETS_S: Mapping[str, float] = {"tiresias": 20.0, "pollux": 300.0}
 WORKLOAD = Path("pollux") / "workloads" / "workload-6.csv"
@@ -63,10 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--policies", default=",".join(BUDGETS_S),
                         help=f"comma-separated subset of {', '.join(BUDGETS_S)}")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="parallel processes (default 1: timings without competition)")
-    parser.add_argument("--data", type=Path, help="measured data folder (default: shared/data)")
-    parser.add_argument("--json", type=Path, help="also write every run's record here")
+    add_run_options(parser)
     args = parser.parse_args(argv)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     unknown = [p for p in policies if p not in BUDGETS_S]
@@ -82,11 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     outcomes = run_pairs(pairs, args.workers)
     results_console().print(speed_table(outcomes))
-    if args.json is not None:
-        args.json.write_text(json.dumps({"runs": json_rows(outcomes)}, indent=2) + "\n")
-    failed = [o for o in outcomes if o.error is not None]
-    for outcome in failed:
-        print(f"error: {outcome.pair.spec.policy}: {outcome.error}", file=sys.stderr)
+    failed = finish(outcomes, args.json)
     over = [o for o in outcomes
             if o.summary is not None and o.run_s > BUDGETS_S[o.pair.spec.policy]]
     return 1 if failed or over else 0

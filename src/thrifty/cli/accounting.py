@@ -1,15 +1,14 @@
 """The accounting commands: `thrifty report` over a ledger, `thrifty advise` on instances, and the
-cost pieces of `thrifty simulate` (the savings table against a baseline, the ledger file).
+cost pieces of `thrifty simulate` (the savings against a baseline, the ledger file).
 
-Kept apart from cli.py so that the accounting surface lives in one place; cli.py registers these
-commands and calls the helpers.
+Kept in one module so that the accounting surface lives in one place; the tables they print are
+in `tables.py`.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import math
 import re
 import sys
 import time
@@ -18,33 +17,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from thrifty.accounting.ledger import GroupBy, Ledger, ReportRow, report, spend_over_time
+from thrifty.accounting.ledger import GroupBy, Ledger, report, spend_over_time
+from thrifty.cli.options import DataOpt, check_folder, json_option, resolve_data
+from thrifty.cli.output import fail, results_console
+from thrifty.cli.tables import RATIO_FIELDS, advice_table, report_table
 from thrifty.cli_cluster import ServerOpt, TokenOpt, api_client
-from thrifty.cli_output import fail as _fail
-from thrifty.cli_output import results_console
 from thrifty.cluster.client import DEFAULT_SERVER
 from thrifty.errors import ThriftyError
-
-RATIO_FIELDS = (
-    # (header, Summary attribute)
-    ("GPU-h", "allocated_gpu_hours"),
-    ("USD", "usd"),
-    ("kWh", "kwh"),
-    ("kg CO2e", "kgco2e"),
-)
-
-
-def _f(value: float) -> str:
-    if not math.isfinite(value):
-        return "–"
-    size = abs(value)
-    return f"{value:.0f}" if size >= 100 else f"{value:.1f}" if size >= 10 else f"{value:.3g}"
-
+from thrifty.sim.batch import Outcome
 
 # --------------------------------------------------------------------------------------------
-# thrifty simulate: --baseline and --ledger
+# thrifty simulate: --baseline, --ledger and carbon-aware start times
 # --------------------------------------------------------------------------------------------
 
 
@@ -56,17 +40,16 @@ def with_baseline(policies: Sequence[str], baseline: str | None) -> list[str]:
     return names
 
 
-def baseline_rows(outcomes: Sequence[Any], baseline: str) -> list[dict[str, Any]]:
+def baseline_rows(outcomes: Sequence[Outcome], baseline: str) -> list[dict[str, Any]]:
     """Per workload and policy: GPU-hours, USD, kWh and kg CO2e per job, and each as a ratio to
     the baseline on the same workload (< 1: the policy is cheaper)."""
-    done = [o for o in outcomes if o.summary is not None]
-    base = {o.pair.label: o.summary for o in done if o.pair.spec.policy == baseline}
+    done = [(o, o.summary) for o in outcomes if o.summary is not None]
+    base = {o.pair.label: s for o, s in done if o.pair.spec.policy == baseline}
     rows = []
-    for o in done:
+    for o, s in done:
         ref = base.get(o.pair.label)
         if ref is None:
             continue
-        s = o.summary
         row: dict[str, Any] = {"workload": o.pair.label, "policy": o.pair.spec.policy,
                                "jobs": s.jobs}
         for _, attr in RATIO_FIELDS:
@@ -78,36 +61,7 @@ def baseline_rows(outcomes: Sequence[Any], baseline: str) -> list[dict[str, Any]
     return rows
 
 
-def baseline_table(rows: Sequence[dict[str, Any]], baseline: str) -> Table:
-    table = Table(title=f"Per job against {baseline} (users' own GPU counts and batch sizes)",
-                  header_style="bold")
-    table.add_column("workload")
-    table.add_column("policy")
-    for header, _ in RATIO_FIELDS:
-        table.add_column(f"{header}/job", justify="right")
-        table.add_column(f"× {baseline}", justify="right")
-    for row in rows:
-        cells = []
-        for _, attr in RATIO_FIELDS:
-            cells += [_f(row[f"{attr}_per_job"]), f"{row[f'{attr}_ratio']:.2f}"]
-        table.add_row(row["workload"], row["policy"], *cells)
-    policies = list(dict.fromkeys(r["policy"] for r in rows))
-    workloads = {r["workload"] for r in rows}
-    if len(workloads) > 1:
-        table.add_section()
-        for policy in policies:
-            mine = [r for r in rows if r["policy"] == policy]
-            cells = []
-            for _, attr in RATIO_FIELDS:
-                ratios = [r[f"{attr}_ratio"] for r in mine]
-                geo = math.exp(math.fsum(math.log(x) for x in ratios) / len(ratios)) if all(
-                    x > 0 for x in ratios) else float("nan")
-                cells += ["", f"{geo:.2f}"]
-            table.add_row(f"geomean of {len(mine)}", policy, *cells, style="bold")
-    return table
-
-
-def shift_rows(outcomes: Sequence[Any]) -> list[dict[str, Any]]:
+def shift_rows(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
     """Per carbon-aware run: kg CO2e as run and had every job started at once, and per job
     what it waited and saved and whether its deadline held. Empty when no run could wait."""
     rows = []
@@ -128,28 +82,7 @@ def shift_rows(outcomes: Sequence[Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def shift_table(rows: Sequence[dict[str, Any]]) -> Table:
-    """The totals of `shift_rows`; the per-job figures go to --json."""
-    table = Table(title="Carbon-aware start times: each job's run against the same run started "
-                  "at once (simulate without --carbon-slack to compare whole runs)",
-                  header_style="bold")
-    for header in ("workload", "policy", "held jobs", "mean wait h", "kg CO2e at once",
-                   "kg CO2e", "saved", "deadlines missed"):
-        table.add_column(header, justify="left" if header in ("workload", "policy") else "right")
-    for row in rows:
-        held = [j["held_s"] for j in row["jobs"] if j["held_s"] > 0]
-        at_once = row["kgco2e_at_once"]
-        saved = row["saved_kg"] / at_once if at_once > 0 else float("nan")
-        table.add_row(
-            row["workload"], row["policy"], str(len(held)),
-            _f(math.fsum(held) / len(held) / 3600) if held else "0", _f(at_once),
-            _f(row["kgco2e"]), f"{saved:.1%}",
-            f"{row['deadlines_missed']}/{row['deadline_jobs']}",
-        )
-    return table
-
-
-def ledger_payload(outcomes: Sequence[Any]) -> dict[str, Any]:
+def ledger_payload(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     """Every successful run's ledger, for `thrifty report`."""
     return {
         "runs": [
@@ -197,26 +130,6 @@ def parse_since(text: str | None) -> float | None:
     return float(match.group(1)) * unit
 
 
-def report_table(rows: Sequence[ReportRow], by: str, title: str) -> Table:
-    table = Table(title=title, header_style="bold")
-    table.add_column(by)
-    for header in ("jobs", "GPU-h", "by kind", "USD", "kWh", "kg CO2e", "restart GPU-h",
-                   "idle GPU-h", "queued h"):
-        table.add_column(header, justify="right")
-    for r in rows:
-        kinds = ", ".join(f"{k} {_f(v)}" for k, v in r.gpu_hours_by_kind.items())
-        table.add_row(r.key, str(r.jobs), _f(r.gpu_hours), kinds, _f(r.usd), _f(r.kwh),
-                      _f(r.kgco2e), _f(r.restart_gpu_hours), _f(r.idle_gpu_hours), _f(r.queue_h))
-    if rows:
-        table.add_section()
-        table.add_row("total", str(sum(r.jobs for r in rows)),
-                      _f(math.fsum(r.gpu_hours for r in rows)), "",
-                      *(_f(math.fsum(getattr(r, a) for r in rows))
-                        for a in ("usd", "kwh", "kgco2e", "restart_gpu_hours", "idle_gpu_hours",
-                                  "queue_h")), style="bold")
-    return table
-
-
 def plot_spend(ledgers: Sequence[tuple[str, Ledger]], path: Path, bucket_s: float = 3600,
                origin_s: float = 0.0, xlabel: str = "simulated hours") -> None:
     """Spend (USD) and CO2 (kg) per hour per team, one column of panels per run; hours are
@@ -249,6 +162,16 @@ def _live_ledger(server: str, token: str | None) -> Ledger:
     return Ledger.from_dict(data)
 
 
+def _write_csv(path: Path, records: Sequence[dict[str, Any]]) -> None:
+    with path.open("w", newline="") as f:
+        fields = ["run", "key", "jobs", "gpu_hours", "usd", "kwh", "kgco2e",
+                  "restart_gpu_hours", "idle_gpu_hours", "queue_h", "gpu_hours_by_kind"]
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        for r in records:
+            writer.writerow({**r, "gpu_hours_by_kind": json.dumps(r["gpu_hours_by_kind"])})
+
+
 def report_command(
     ledger: Annotated[Path | None, typer.Argument(
         help="Ledger JSON from thrifty simulate --ledger; without it, the usage of the jobs on "
@@ -260,8 +183,7 @@ def report_command(
         show_default=False)] = None,
     csv_path: Annotated[Path | None, typer.Option("--csv", help="Also write the rows as CSV.",
                                                   show_default=False)] = None,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the rows as JSON.",
-                                                   show_default=False)] = None,
+    json_path: Annotated[Path | None, json_option("Also write the rows as JSON.")] = None,
     plot: Annotated[Path | None, typer.Option(
         "--plot", help="Draw spend and CO2 over time per team to this image (.png, .pdf, .svg).",
         show_default=False)] = None,
@@ -275,13 +197,12 @@ def report_command(
             raise ThriftyError(f"--by must be job, user or team, got {by!r}")
         since_s = parse_since(since)
         for option, target in (("--csv", csv_path), ("--json", json_path), ("--plot", plot)):
-            if target is not None and not target.parent.is_dir():
-                raise ThriftyError(f"{target}: {option} folder {target.parent} does not exist")
+            check_folder(target, option)
         if plot is not None and plot.suffix.lower() not in (".png", ".pdf", ".svg"):
             raise ThriftyError(f"{plot}: --plot must end in .png, .pdf or .svg")
         runs = load_ledgers(ledger) if ledger is not None else []
     except ThriftyError as err:
-        _fail(err)
+        fail(err)
     origin, xlabel = 0.0, "simulated hours"
     if ledger is None:
         book = _live_ledger(server, token)
@@ -302,20 +223,13 @@ def report_command(
         out.print(report_table(rows, by, f"{label}: by {by}{window}"))
         records += [{"run": label, **r.to_dict()} for r in rows]
     if csv_path is not None:
-        with csv_path.open("w", newline="") as f:
-            fields = ["run", "key", "jobs", "gpu_hours", "usd", "kwh", "kgco2e",
-                      "restart_gpu_hours", "idle_gpu_hours", "queue_h", "gpu_hours_by_kind"]
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            for r in records:
-                writer.writerow({**r, "gpu_hours_by_kind": json.dumps(r["gpu_hours_by_kind"])})
+        _write_csv(csv_path, records)
     if json_path is not None:
         json_path.write_text(json.dumps({"by": by, "since_s": since_s, "rows": records},
                                         indent=2) + "\n")
     if plot is not None:
         plot_spend(runs, plot, origin_s=origin, xlabel=xlabel)
         sys.stderr.write(f"wrote {plot}\n")
-
 
 # --------------------------------------------------------------------------------------------
 # thrifty advise
@@ -346,24 +260,20 @@ def advise_command(
         "no CPU measurements).", show_default=False)] = None,
     top: Annotated[int, typer.Option(help="Rows to show (Pareto front and recommendation are "
                                      "always shown).")] = 12,
-    json_path: Annotated[Path | None, typer.Option("--json", help="Also write every option as "
-                                                   "JSON.", show_default=False)] = None,
-    data: Annotated[Path | None, typer.Option(
-        help="Folder of measured profiles (default: $THRIFTY_DATA or shared/data nearby).",
-        show_default=False)] = None,
+    json_path: Annotated[Path | None, json_option("Also write every option as JSON.")] = None,
+    data: DataOpt = None,
 ) -> None:
     """Rank CPU-only, each GPU kind and count, spot and on-demand by time and cost to finish."""
     from thrifty.accounting.advisor import Phase, advise
     from thrifty.accounting.prices import load_catalogue, load_price_sheet
     from thrifty.goodput import GoodputModel
-    from thrifty.settings import Settings
 
     try:
         if (profile is None) == (model is None):
             raise ThriftyError("give exactly one of --profile APP or --model MODEL.json")
         if max_gpus < 1:
             raise ThriftyError(f"--max-gpus must be at least 1, got {max_gpus}")
-        root = Settings.load().with_data(data).require_data()
+        root = resolve_data(data)
         if prices is not None:
             offers = load_price_sheet(prices).cloud
             if not offers:
@@ -394,19 +304,9 @@ def advise_command(
         advice = advise(phases, offers, deadline_h=deadline, budget_usd=budget,
                         max_gpus=max_gpus, spot=spot, cpu_slowdown=cpu_slowdown)
     except ThriftyError as err:
-        _fail(err)
+        fail(err)
     out = results_console()
-    table = Table(title=f"Options for {what}", header_style="bold")
-    for header in ("option", "hours", "USD/h", "USD", "Pareto", ""):
-        table.add_column(header, justify="left" if header == "option" else "right")
-    shown = [o for i, o in enumerate(advice.options)
-             if i < top or o.pareto or o is advice.recommended]
-    for o in shown:
-        mark = "← recommended" if o is advice.recommended else ""
-        table.add_row(o.label, _f(o.hours), _f(o.usd_per_hour), _f(o.usd),
-                      "●" if o.pareto else "", mark,
-                      style="bold" if o is advice.recommended else None)
-    out.print(table)
+    out.print(advice_table(advice, what, top))
     for reason in advice.reasons:
         out.print(f"• {reason}")
     for skipped in advice.skipped:

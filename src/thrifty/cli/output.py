@@ -1,0 +1,68 @@
+"""How every thrifty command prints results and reports a problem, shared by the CLI modules."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+import typer
+from rich.console import Console
+
+from thrifty.sim.batch import Outcome, failures
+
+EXIT_BAD_INPUT = 2  # the user can fix it: one line on stderr names what and where
+EXIT_RUN_FAILED = 1  # a simulation or demo job failed after starting (reported per pair)
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports it
+
+
+def results_console() -> Console:
+    """Rich console for results; wide when piped, so that logs keep the table on one line."""
+    console = Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 160)
+    return console
+
+
+def fail(err: BaseException | str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    """Report a problem as one line on stderr and exit with `code`."""
+    message = " ".join(str(err).split())
+    sys.stderr.write(f"error: {message}\n")
+    raise typer.Exit(code)
+
+
+def interrupted() -> NoReturn:
+    """Ctrl-C during a long run: one word instead of a traceback."""
+    sys.stderr.write("interrupted\n")
+    raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def report_failures(outcomes: Sequence[Outcome]) -> bool:
+    """One `error:` line per failed pair on stderr; True when there was any."""
+    lines = failures(outcomes)
+    for line in lines:
+        sys.stderr.write(f"error: {line}\n")
+    return bool(lines)
+
+
+def fmt_metric(value: float) -> str:
+    """About three significant figures, without switching to exponents for small values."""
+    if not math.isfinite(value):
+        return "–"
+    size = abs(value)
+    if size >= 100:
+        return f"{value:.0f}"
+    if size >= 10:
+        return f"{value:.1f}"
+    if size >= 0.01 or size == 0:
+        return f"{value:.2f}"
+    return f"{value:.1g}"
+
+
+def fmt_amount(value: float) -> str:
+    """Hours, USD, kWh and kg in the accounting tables: whole above 100, else three figures."""
+    if not math.isfinite(value):
+        return "–"
+    size = abs(value)
+    return f"{value:.0f}" if size >= 100 else f"{value:.1f}" if size >= 10 else f"{value:.3g}"

@@ -1,0 +1,187 @@
+"""The tables the commands print: what a person reads, from the records the packages return.
+
+Kept together so that a figure is formatted the same way in every table (`fmt_metric` for the
+simulation results, `fmt_amount` for the accounting ones).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from rich.table import Table
+
+from thrifty.accounting.ledger import ReportRow
+from thrifty.cli.output import fmt_amount, fmt_metric
+from thrifty.sim.batch import Outcome
+from thrifty.sim.metrics import Summary
+
+if TYPE_CHECKING:
+    from thrifty.accounting.advisor import Advice
+
+Column = tuple[str, str, float]  # (header, Summary attribute, divisor turning it into the unit)
+
+COLUMNS: tuple[Column, ...] = (
+    ("avg JCT h", "avg_jct_s", 3600.0),
+    ("p50 JCT h", "p50_jct_s", 3600.0),
+    ("p99 JCT h", "p99_jct_s", 3600.0),
+    ("makespan h", "makespan_s", 3600.0),
+    ("GPU-h", "gpu_hours", 1.0),
+    ("USD", "usd", 1.0),
+    ("kWh", "kwh", 1.0),
+    ("kg CO2e", "kgco2e", 1.0),
+    ("restarts /job", "restarts_per_job", 1.0),
+    ("worst FTF", "worst_ftf", 1.0),
+    ("round med ms", "policy_round_median_s", 1e-3),
+    ("round p95 ms", "policy_round_p95_s", 1e-3),
+    ("wall s", "wall_s", 1.0),
+)
+
+# With --autoscale, what renting the nodes cost: node-hours held and their USD (every run's JSON
+# has both; the table shows them only then, to stay narrow).
+CLOUD_COLUMNS: tuple[Column, ...] = (
+    ("node-h", "node_hours", 1.0),
+    ("held USD", "held_usd", 1.0),
+)
+
+RATIO_FIELDS = (
+    # (header, Summary attribute)
+    ("GPU-h", "allocated_gpu_hours"),
+    ("USD", "usd"),
+    ("kWh", "kwh"),
+    ("kg CO2e", "kgco2e"),
+)
+
+
+def _columns(outcomes: Sequence[Outcome]) -> tuple[Column, ...]:
+    if any(o.pair.spec.autoscale for o in outcomes):
+        at = [attr for _, attr, _ in COLUMNS].index("usd") + 1
+        return COLUMNS[:at] + CLOUD_COLUMNS + COLUMNS[at:]
+    return COLUMNS
+
+
+def _values(summary: Summary, columns: Sequence[Column] = COLUMNS) -> list[float]:
+    return [float(getattr(summary, attr)) / div for _, attr, div in columns]
+
+
+def results_table(outcomes: Sequence[Outcome], title: str | None = None) -> Table:
+    """Rows workload × policy, then (with several workloads) the mean per policy."""
+    table = Table(title=title, header_style="bold")
+    table.add_column("workload")
+    table.add_column("policy")
+    columns = _columns(outcomes)
+    for header, _, _ in columns:
+        table.add_column(header, justify="right")
+    done = [(o, o.summary) for o in outcomes if o.summary is not None]
+    for outcome, summary in done:
+        table.add_row(outcome.pair.label, outcome.pair.spec.policy,
+                      *map(fmt_metric, _values(summary, columns)))
+    if len({o.pair.spec.workload for o, _ in done}) > 1:
+        by_policy: dict[str, list[list[float]]] = {}
+        for outcome, summary in done:
+            by_policy.setdefault(outcome.pair.spec.policy, []).append(_values(summary, columns))
+        table.add_section()
+        for policy, rows in by_policy.items():
+            means = [math.fsum(column) / len(column) for column in zip(*rows, strict=True)]
+            table.add_row(f"mean of {len(rows)}", policy, *map(fmt_metric, means), style="bold")
+    return table
+
+
+def baseline_table(rows: Sequence[dict[str, Any]], baseline: str) -> Table:
+    """Per job figures and their ratios to `baseline`, then the geometric mean per policy."""
+    table = Table(title=f"Per job against {baseline} (users' own GPU counts and batch sizes)",
+                  header_style="bold")
+    table.add_column("workload")
+    table.add_column("policy")
+    for header, _ in RATIO_FIELDS:
+        table.add_column(f"{header}/job", justify="right")
+        table.add_column(f"× {baseline}", justify="right")
+    for row in rows:
+        cells = []
+        for _, attr in RATIO_FIELDS:
+            cells += [fmt_amount(row[f"{attr}_per_job"]), f"{row[f'{attr}_ratio']:.2f}"]
+        table.add_row(row["workload"], row["policy"], *cells)
+    policies = list(dict.fromkeys(r["policy"] for r in rows))
+    workloads = {r["workload"] for r in rows}
+    if len(workloads) > 1:
+        table.add_section()
+        for policy in policies:
+            mine = [r for r in rows if r["policy"] == policy]
+            cells = []
+            for _, attr in RATIO_FIELDS:
+                ratios = [r[f"{attr}_ratio"] for r in mine]
+                geo = math.exp(math.fsum(math.log(x) for x in ratios) / len(ratios)) if all(
+                    x > 0 for x in ratios) else float("nan")
+                cells += ["", f"{geo:.2f}"]
+            table.add_row(f"geomean of {len(mine)}", policy, *cells, style="bold")
+    return table
+
+
+def shift_table(rows: Sequence[dict[str, Any]]) -> Table:
+    """The totals of carbon-aware runs; the per-job figures go to --json."""
+    table = Table(title="Carbon-aware start times: each job's run against the same run started "
+                  "at once (simulate without --carbon-slack to compare whole runs)",
+                  header_style="bold")
+    for header in ("workload", "policy", "held jobs", "mean wait h", "kg CO2e at once",
+                   "kg CO2e", "saved", "deadlines missed"):
+        table.add_column(header, justify="left" if header in ("workload", "policy") else "right")
+    for row in rows:
+        held = [j["held_s"] for j in row["jobs"] if j["held_s"] > 0]
+        at_once = row["kgco2e_at_once"]
+        saved = row["saved_kg"] / at_once if at_once > 0 else float("nan")
+        table.add_row(
+            row["workload"], row["policy"], str(len(held)),
+            fmt_amount(math.fsum(held) / len(held) / 3600) if held else "0",
+            fmt_amount(at_once), fmt_amount(row["kgco2e"]), f"{saved:.1%}",
+            f"{row['deadlines_missed']}/{row['deadline_jobs']}",
+        )
+    return table
+
+
+def report_table(rows: Sequence[ReportRow], by: str, title: str) -> Table:
+    """`thrifty report`: one row per job, user or team, then the totals."""
+    f = fmt_amount
+    table = Table(title=title, header_style="bold")
+    table.add_column(by)
+    for header in ("jobs", "GPU-h", "by kind", "USD", "kWh", "kg CO2e", "restart GPU-h",
+                   "idle GPU-h", "queued h"):
+        table.add_column(header, justify="right")
+    for r in rows:
+        kinds = ", ".join(f"{k} {f(v)}" for k, v in r.gpu_hours_by_kind.items())
+        table.add_row(r.key, str(r.jobs), f(r.gpu_hours), kinds, f(r.usd), f(r.kwh),
+                      f(r.kgco2e), f(r.restart_gpu_hours), f(r.idle_gpu_hours), f(r.queue_h))
+    if rows:
+        table.add_section()
+        table.add_row("total", str(sum(r.jobs for r in rows)),
+                      f(math.fsum(r.gpu_hours for r in rows)), "",
+                      *(f(math.fsum(getattr(r, a) for r in rows))
+                        for a in ("usd", "kwh", "kgco2e", "restart_gpu_hours", "idle_gpu_hours",
+                                  "queue_h")), style="bold")
+    return table
+
+
+def advice_table(advice: Advice, what: str, top: int) -> Table:
+    """`thrifty advise`: the first `top` options, the Pareto front and the recommendation."""
+    table = Table(title=f"Options for {what}", header_style="bold")
+    for header in ("option", "hours", "USD/h", "USD", "Pareto", ""):
+        table.add_column(header, justify="left" if header == "option" else "right")
+    shown = [o for i, o in enumerate(advice.options)
+             if i < top or o.pareto or o is advice.recommended]
+    for o in shown:
+        mark = "← recommended" if o is advice.recommended else ""
+        table.add_row(o.label, fmt_amount(o.hours), fmt_amount(o.usd_per_hour),
+                      fmt_amount(o.usd), "●" if o.pareto else "", mark,
+                      style="bold" if o is advice.recommended else None)
+    return table
+
+
+def generate_table(rows: Sequence[tuple[str, str, str]]) -> Table:
+    """`thrifty workload generate`: base against generated, one figure per row."""
+    table = Table(title="thrifty workload generate", header_style="bold")
+    table.add_column("")
+    table.add_column("base", justify="right")
+    table.add_column("generated", justify="right")
+    for row in rows:
+        table.add_row(*row)
+    return table
