@@ -55,7 +55,9 @@ def __getattr__(name: str) -> Any:
     if home is None:  # a submodule (`thrifty.train.memory`) not imported yet
         try:
             return importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError:
+        except ModuleNotFoundError as err:
+            if err.name != f"{__name__}.{name}":
+                raise  # the submodule exists but needs something missing: say what
             raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
     value = getattr(importlib.import_module(f"{__name__}.{home}"), name)
     globals()[name] = value
