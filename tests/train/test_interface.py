@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from launching import python_prints
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -67,6 +66,4 @@ def test_a_stand_in_job_drives_the_loader_and_the_wrapper() -> None:
 def test_neither_imports_the_job() -> None:
     code = ("import sys, thrifty.train.data, thrifty.train.parallel; "
             "print('thrifty.train.job' in sys.modules)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True)
-    assert done.stdout.strip() == "False"
+    assert python_prints(code) == "False"

@@ -1,10 +1,9 @@
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from launching import python_prints
 
 from thrifty.contract import Allocation, Env
 from thrifty.errors import ThriftyError
@@ -160,6 +159,4 @@ def test_a_malformed_allocation_names_the_variable() -> None:
 def test_the_environment_reader_imports_without_torch() -> None:
     code = ("import sys; sys.modules['torch'] = None; import thrifty.train.env as e; "
             "print(e.TrainEnv.from_environ({}).world_size)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True)
-    assert done.stdout.strip() == "1"
+    assert python_prints(code) == "1"
