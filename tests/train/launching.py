@@ -62,3 +62,8 @@ def launch(
     return codes, results, "\n".join(errors)
 
 
+def python_prints(code: str) -> str:
+    """What a fresh interpreter running `code` prints (to check what importing loads)."""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    return done.stdout.strip()

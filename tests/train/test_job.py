@@ -11,15 +11,17 @@ import time
 from pathlib import Path
 from typing import ClassVar
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from thrifty.contract import JobReport
 from thrifty.errors import ThriftyError
-from thrifty.goodput.efficiency import gain
-from thrifty.goodput.model import GoodputModel
+from thrifty.goodput.efficiency import GradientStats, gain
+from thrifty.goodput.model import BatchLimits, GoodputModel
 from thrifty.goodput.noise import NoiseEstimator
 from thrifty.train import AdamScale, AdaScale, LinearScale, Reporter, SqrtScale, TrainEnv
 
@@ -217,6 +219,39 @@ def test_report_file_holds_a_goodput_model_with_the_declared_length(
     assert report["step"] == job.step
 
 
+def test_reported_metrics_round_trip_through_the_report_file(job_factory, tmp_path: Path) -> None:
+    target = tmp_path / "report.json"
+    job = job_factory(report_to=str(target), report_interval=0.05, adapt_every=5)
+    job.report_metrics(val_loss=1.5)  # before any step: kept until there is a model to send
+    model = nn.Linear(8, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    wrapped = job.parallel(model, optimizer)
+    loader = job.loader(_data(), batch_size=16)
+    _train(job, wrapped, optimizer, loader)
+    job.report_metrics(val_loss=0.31, accuracy=np.float32(0.9), steps=3)
+    job.finish()
+    report = JobReport.from_dict(json.loads(target.read_text()))
+    assert report.metrics == {"val_loss": 0.31, "accuracy": pytest.approx(0.9), "steps": 3.0}
+    assert (report.step, report.epoch, report.batch_size) == (job.step, 1, 16)
+    assert report.model.progress == pytest.approx(job.progress)
+    assert report == job.report()
+
+
+@pytest.mark.parametrize(("metrics", "message"), [
+    ({"loss": float("nan")}, "metric 'loss' must be finite"),
+    ({"loss": float("inf")}, "metric 'loss' must be finite"),
+    ({"loss": "low"}, "metric 'loss' must be a number"),
+    ({"done": True}, "metric 'done' must be a number"),
+    ({"loss": [1.0]}, "metric 'loss' must be a number"),
+])
+def test_metrics_that_are_not_finite_numbers_are_refused(job_factory, metrics, message) -> None:
+    job = job_factory()
+    job.report_metrics(kept=1.0)
+    with pytest.raises(ThriftyError, match=message):
+        job.report_metrics(**metrics)
+    assert job.metrics == {"kept": 1.0}
+
+
 def test_start_up_time_adds_up_over_attempts_and_cpu_energy_is_not_claimed_as_measured(
     job_factory, tmp_path: Path
 ) -> None:
@@ -263,26 +298,34 @@ class _Collector(http.server.BaseHTTPRequestHandler):
         pass
 
 
+def _report(step: int) -> JobReport:
+    model = GoodputModel(throughput={}, grad=GradientStats(sqr=1.0, var=0.0),
+                         limits=BatchLimits(8, 8))
+    return JobReport(model=model, step=step)
+
+
 def test_http_reports_arrive_and_a_dead_receiver_never_blocks() -> None:
     server = http.server.HTTPServer(("127.0.0.1", 0), _Collector)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         live = Reporter(f"http://127.0.0.1:{server.server_port}/report", interval=0.05)
-        live.publish({"step": 7})
+        live.publish(_report(7))
         deadline = time.monotonic() + 5
         while not _Collector.bodies and time.monotonic() < deadline:
             time.sleep(0.02)
         live.close()
-        assert json.loads(_Collector.bodies[-1]) == {"step": 7}
+        assert json.loads(_Collector.bodies[-1]) == _report(7).to_dict()
+        assert JobReport.from_dict(json.loads(_Collector.bodies[-1])).step == 7
     finally:
         server.shutdown()
         server.server_close()
     # Nothing listens on the freed port now: sending fails, publishing must still be instant.
     dead = Reporter(f"http://127.0.0.1:{server.server_port}/report", interval=0.01, timeout=0.5)
+    reports = [_report(step) for step in range(1000)]
     start = time.perf_counter()
-    for step in range(1000):
-        dead.publish({"step": step})
+    for report in reports:
+        dead.publish(report)
     assert time.perf_counter() - start < 0.5
     time.sleep(0.1)
     dead.close(flush=False)

@@ -3,7 +3,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from launching import python_prints
 
+from thrifty.contract import Allocation, Env
 from thrifty.errors import ThriftyError
 from thrifty.goodput.throughput import step_time
 from thrifty.train import TrainEnv
@@ -115,20 +117,46 @@ def test_profiles_saved_before_thinning_still_load() -> None:
 
 
 def test_environment_of_torchrun_and_thrifty_executors(tmp_path: Path) -> None:
+    granted = Allocation({"node-1": 4, "node-2": 4}, "a100")
     env = TrainEnv.from_environ({
         "RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "4",
-        "THRIFTY_CHECKPOINT_DIR": str(tmp_path), "THRIFTY_REPORT": "http://127.0.0.1:1/r",
-        "THRIFTY_GPU_KIND": "a100", "TORCHELASTIC_RESTART_COUNT": "2",
+        Env.CHECKPOINT_DIR: str(tmp_path), Env.REPORT: "http://127.0.0.1:1/r",
+        Env.ALLOCATION: granted.to_json(), "TORCHELASTIC_RESTART_COUNT": "2",
     })
     assert (env.rank, env.world_size, env.num_nodes, env.distributed) == (5, 8, 2, True)
     assert env.checkpoint_dir == tmp_path and env.gpu_kind == "a100" and env.restarts == 2
-    explicit = TrainEnv.from_environ({"THRIFTY_CHECKPOINT_DIR": "/a"}, checkpoint_dir="/b")
+    assert env.allocation == granted
+    explicit = TrainEnv.from_environ({Env.CHECKPOINT_DIR: "/a"}, checkpoint_dir="/b")
     assert explicit.checkpoint_dir == Path("/b") and not explicit.distributed
-    with pytest.raises(ThriftyError, match=r"LOCAL_WORLD_SIZE=3.*THRIFTY_NUM_NODES"):
+    with pytest.raises(ThriftyError, match=r"LOCAL_WORLD_SIZE=3.*THRIFTY_ALLOCATION"):
         TrainEnv.from_environ({"WORLD_SIZE": "8", "LOCAL_WORLD_SIZE": "3"})
-    # Three replicas on two nodes ({a: 2, b: 1}): the executor names the node count.
-    uneven = TrainEnv.from_environ({"RANK": "2", "WORLD_SIZE": "3", "LOCAL_RANK": "0",
-                                    "LOCAL_WORLD_SIZE": "1", "THRIFTY_NUM_NODES": "2"})
+    # Three replicas on two nodes ({a: 2, b: 1}): only the allocation tells the node count.
+    uneven = TrainEnv.from_environ({
+        "RANK": "2", "WORLD_SIZE": "3", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
+        Env.ALLOCATION: Allocation({"a": 2, "b": 1}, "cpu").to_json(),
+    })
     assert (uneven.num_nodes, uneven.world_size) == (2, 3)
-    with pytest.raises(ThriftyError, match="THRIFTY_NUM_NODES=4"):
-        TrainEnv.from_environ({"WORLD_SIZE": "3", "THRIFTY_NUM_NODES": "4"})
+    four = Allocation({"a": 1, "b": 1, "c": 1, "d": 1}, "cpu").to_json()
+    with pytest.raises(ThriftyError, match="THRIFTY_ALLOCATION grants 4 nodes"):
+        TrainEnv.from_environ({"WORLD_SIZE": "3", Env.ALLOCATION: four})
+
+
+def test_without_an_allocation_a_plain_launcher_gets_the_defaults() -> None:
+    env = TrainEnv.from_environ({"WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2"})
+    assert (env.allocation, env.gpu_kind, env.num_nodes) == (None, "cpu", 2)
+    # The variables executors used to set are no longer read: the allocation says it all.
+    old = TrainEnv.from_environ({"THRIFTY_GPU_KIND": "a100", "THRIFTY_NUM_NODES": "2"})
+    assert (old.gpu_kind, old.num_nodes) == ("cpu", 1)
+
+
+def test_a_malformed_allocation_names_the_variable() -> None:
+    with pytest.raises(ThriftyError, match=r"THRIFTY_ALLOCATION is not an allocation.*not JSON"):
+        TrainEnv.from_environ({Env.ALLOCATION: "{a: 2"})
+    with pytest.raises(ThriftyError, match=r"THRIFTY_ALLOCATION is not an allocation.*'gpus'"):
+        TrainEnv.from_environ({Env.ALLOCATION: '{"kind": "a100"}'})
+
+
+def test_the_environment_reader_imports_without_torch() -> None:
+    code = ("import sys; sys.modules['torch'] = None; import thrifty.train.env as e; "
+            "print(e.TrainEnv.from_environ({}).world_size)")
+    assert python_prints(code) == "1"

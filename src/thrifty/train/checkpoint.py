@@ -1,4 +1,5 @@
-"""Atomic, verified checkpoints that survive a crash in the middle of writing one.
+"""Atomic, verified checkpoints that survive a crash in the middle of writing one, and what a
+job's checkpoint holds.
 
 A checkpoint is written to a temporary file, flushed to disk (fsync), then renamed over its final
 name, so a reader sees either the whole file or none of it. Each file starts with a SHA-256 of its
@@ -14,11 +15,14 @@ import logging
 import os
 import re
 import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from thrifty.contract import Env
 from thrifty.errors import ThriftyError
 
 log = logging.getLogger(__name__)
@@ -35,7 +39,7 @@ def check_writable(folder: Path) -> None:
     except OSError as err:
         raise ThriftyError(
             f"checkpoint folder {folder} cannot be created ({err.strerror}); "
-            "set checkpoint_dir (or THRIFTY_CHECKPOINT_DIR) to a writable folder"
+            f"set checkpoint_dir (or {Env.CHECKPOINT_DIR}) to a writable folder"
         ) from None
     probe = folder / f".probe-{uuid.uuid4().hex}"
     try:
@@ -44,7 +48,7 @@ def check_writable(folder: Path) -> None:
     except OSError as err:
         raise ThriftyError(
             f"checkpoint folder {folder} is not writable ({err.strerror}); "
-            "set checkpoint_dir (or THRIFTY_CHECKPOINT_DIR) to a writable folder"
+            f"set checkpoint_dir (or {Env.CHECKPOINT_DIR}) to a writable folder"
         ) from None
 
 
@@ -114,3 +118,68 @@ class CheckpointStore:
             except (ThriftyError, OSError, RuntimeError, EOFError) as err:
                 log.warning("skipping checkpoint %s: %s; trying the one before it", path, err)
         return None
+
+
+@dataclass(frozen=True)
+class JobState:
+    """Everything a job saves to resume exactly, by name (format version 1).
+
+    `rng` holds every replica's generator states by rank; `user` the state of each object the
+    script registered. `model`, `loader`, `noise` and `profile` are None when the job had no
+    wrapped model (no loader) when it saved. `startup_s` and `energy_kwh` are the totals over
+    all attempts so far, `metrics` the last ones the script reported.
+    """
+
+    epoch: int
+    step: int
+    progress: float
+    world_size: int
+    startup_s: float | None = None
+    energy_kwh: float | None = None
+    rng: list[dict[str, Any]] = field(default_factory=list)
+    user: dict[str, Any] = field(default_factory=dict)
+    model: dict[str, Any] | None = None
+    loader: dict[str, Any] | None = None
+    noise: dict[str, Any] | None = None
+    profile: dict[str, Any] | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    VERSION = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {
+            "version": self.VERSION,
+            "epoch": self.epoch,
+            "step": self.step,
+            "progress": self.progress,
+            "world_size": self.world_size,
+            "startup_s": self.startup_s,
+            "energy_kwh": self.energy_kwh,
+            "rng": self.rng,
+            "user": self.user,
+            "metrics": dict(self.metrics),
+        }
+        for name in ("model", "loader", "noise", "profile"):
+            value = getattr(self, name)
+            if value is not None:
+                state[name] = value
+        return state
+
+    @classmethod
+    def from_dict(cls, state: Mapping[str, Any]) -> JobState:
+        """A loaded checkpoint; files from before a field existed read as without it."""
+        return cls(
+            epoch=int(state["epoch"]),
+            step=int(state["step"]),
+            progress=float(state["progress"]),
+            world_size=int(state["world_size"]),
+            startup_s=state.get("startup_s"),
+            energy_kwh=state.get("energy_kwh"),
+            rng=list(state.get("rng", [])),
+            user=dict(state.get("user", {})),
+            model=state.get("model"),
+            loader=state.get("loader"),
+            noise=state.get("noise"),
+            profile=state.get("profile"),
+            metrics={str(k): float(v) for k, v in state.get("metrics", {}).items()},
+        )

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset, TensorDataset, default_collate
 from thrifty.errors import ThriftyError
 
 if TYPE_CHECKING:
-    from thrifty.train.job import Job
+    from thrifty.train.interface import JobHandle
 
 
 class ElasticSampler:
@@ -86,6 +86,21 @@ class ElasticSampler:
         self.seed = int(state["seed"])
 
 
+def check_dataset(length: int, world: int, min_local: int, batch: int | None = None) -> None:
+    """Fail before training where `world` replicas cannot each get `min_local` samples, or the
+    dataset holds less than one global `batch`."""
+    if length < world * max(min_local, 1):
+        raise ThriftyError(
+            f"the dataset has {length} samples, too few for {world} replicas with at least "
+            f"{min_local} each (local_bsz_bounds); use fewer replicas or a larger dataset"
+        )
+    if batch is not None and batch > length:
+        raise ThriftyError(
+            f"the dataset has {length} samples, fewer than one batch of {batch} over {world} "
+            "replicas; lower batch_size or use fewer replicas"
+        )
+
+
 def _collate_tensors(dataset: TensorDataset) -> Callable[[Sequence[int]], Any]:
     def collate(indices: Sequence[int]) -> tuple[torch.Tensor, ...]:
         index = torch.as_tensor(indices, dtype=torch.long)
@@ -104,7 +119,7 @@ class AdaptiveDataLoader:
 
     def __init__(
         self,
-        job: Job,
+        job: JobHandle,
         dataset: Dataset[Any],
         atomic_bsz: int,
         accum_steps: int,
@@ -136,6 +151,11 @@ class AdaptiveDataLoader:
     def batch_size(self) -> int:
         """Total batch size of the current configuration (all replicas and micro-steps)."""
         return self.job.env.world_size * self.atomic_bsz * (self.accum_steps + 1)
+
+    @property
+    def in_batch(self) -> bool:
+        """Whether a global batch is being yielded (False between epochs and before the first)."""
+        return self._active
 
     @property
     def is_sync_micro(self) -> bool:

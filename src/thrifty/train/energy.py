@@ -10,10 +10,12 @@ so that a report never passes a model off as a measurement.
 from __future__ import annotations
 
 import logging
+import math
 import os
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 log = logging.getLogger(__name__)
 
@@ -69,3 +71,16 @@ class EnergyMeter:
         if now is None or self._start_mj is None:
             return None
         return max(now - self._start_mj, 0.0) / MJ_PER_KWH
+
+
+def replicas_kwh(meter: EnergyMeter, device: torch.device, distributed: bool) -> float | None:
+    """kWh all replicas' GPUs drew this attempt: the sum of their meters, None unless every one
+    measured (collective on a GPU: every replica calls it at the same step)."""
+    if device.type != "cuda":  # the same answer on every replica: no collective
+        return None
+    mine = meter.kwh()
+    value = torch.tensor([math.nan if mine is None else mine], dtype=torch.float64, device=device)
+    if distributed:
+        dist.all_reduce(value)
+    total = float(value.item())
+    return None if math.isnan(total) else total

@@ -28,10 +28,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from thrifty.goodput.efficiency import gain
+from thrifty.train.interface import StepOutcome
 from thrifty.train.scaling import ScalingRule, choose_rule
 
 if TYPE_CHECKING:
-    from thrifty.train.job import Job
+    from thrifty.train.interface import JobHandle
 
 
 def _hook(state, bucket):  # type: ignore[no-untyped-def]
@@ -56,7 +57,7 @@ class AdaptiveDataParallel(nn.Module):
 
     def __init__(
         self,
-        job: Job,
+        job: JobHandle,
         module: nn.Module,
         optimizer: torch.optim.Optimizer,
         lr_scheduler: Any = None,
@@ -108,7 +109,7 @@ class AdaptiveDataParallel(nn.Module):
         self._keep_prev = every > 1 and (self.job.step + 2) % every == 0
         if self.ddp is None:
             return self.module(*args, **kwargs)
-        loader = self.job.loader_
+        loader = self.job.batches
         self.ddp.require_backward_grad_sync = loader is None or loader.is_sync_micro
         return self.ddp(*args, **kwargs)
 
@@ -225,8 +226,9 @@ class AdaptiveDataParallel(nn.Module):
         now = time.perf_counter()
         seconds = now - self._last_end if self._last_end is not None else 0.0
         job = self.job
-        loader = job.loader_
-        local = loader.current_local if loader is not None and loader._active else 0
+        loader = job.batches
+        in_batch = loader is not None and loader.in_batch
+        local = loader.current_local if in_batch else 0
         if loader is not None and not loader.is_sync_micro:
             if seconds > 0:
                 job.profile.record_compute(local, seconds)
@@ -239,7 +241,7 @@ class AdaptiveDataParallel(nn.Module):
             self._pending_micro += 1
             return None
         micro = self._pending_micro + 1
-        total = loader.current_batch_size if loader is not None and loader._active else 0
+        total = loader.current_batch_size if in_batch else 0
         stop = self._measure_noise(micro, total)
         if micro > 1:
             for _, grad in self._grads():
@@ -268,7 +270,7 @@ class AdaptiveDataParallel(nn.Module):
                 busy_until = end
             self._spans = []
         progress = 1.0 if stats is None else float(gain(stats, job.limits.init_batch_size, batch))
-        job._after_step(local or batch, seconds, sync, progress, stop)
+        job.after_step(StepOutcome(local or batch, seconds, sync, progress, stop))
         return result
 
     def _measure_noise(self, micro: int, total: int) -> bool:

@@ -19,9 +19,11 @@ import os
 from pathlib import Path
 from typing import Any
 
+from thrifty.contract import Env
 from thrifty.errors import ThriftyError
+from thrifty.train.bootstrap import init as init_job
+from thrifty.train.env import TrainEnv
 from thrifty.train.job import Job
-from thrifty.train.job import init as init_job
 
 CHECKPOINT_FOLDER = "thrifty-checkpoints"
 """Name of the checkpoint folder inside the Ray run's folder."""
@@ -68,10 +70,10 @@ def init(
 ) -> Job:
     """`thrifty.train.init` for a Ray Train worker; call it first in the training function.
 
-    Without `checkpoint_dir` (nor THRIFTY_CHECKPOINT_DIR), checkpoints go to
+    Without `checkpoint_dir` (nor the executor's, `Env.CHECKPOINT_DIR`), checkpoints go to
     `<storage_path>/<run name>/thrifty-checkpoints`, so that a restarted or resized worker group
-    resumes where the last one checkpointed. The job is named after the Ray run unless
-    THRIFTY_JOB_ID is set. Other keyword arguments go to `thrifty.train.init`.
+    resumes where the last one checkpointed. The job is named after the Ray run unless the
+    executor named it (`Env.JOB_ID`). Other keyword arguments go to `thrifty.train.init`.
     """
     context = _context()
     # Ray Train sets these before calling the training function; its context is the authority,
@@ -80,8 +82,8 @@ def init(
     os.environ["WORLD_SIZE"] = str(context.get_world_size())
     os.environ["LOCAL_RANK"] = str(context.get_local_rank())
     os.environ["LOCAL_WORLD_SIZE"] = str(context.get_local_world_size())
-    os.environ.setdefault("THRIFTY_JOB_ID", context.get_experiment_name())
-    if checkpoint_dir is None and not os.environ.get("THRIFTY_CHECKPOINT_DIR"):
+    os.environ.setdefault(Env.JOB_ID, context.get_experiment_name())
+    if checkpoint_dir is None and TrainEnv.from_environ().checkpoint_dir is None:
         folder = run_folder(context)
         if folder is None:
             raise ThriftyError(

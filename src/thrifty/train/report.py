@@ -1,6 +1,6 @@
-"""Publishing the job's GoodputModel to the scheduler without ever slowing training down.
+"""Publishing the job's `JobReport` to the scheduler without ever slowing training down.
 
-Training hands the latest model to `Reporter.publish`, which only stores it; a daemon thread sends
+Training hands its latest report to `Reporter.publish`, which only stores it; a daemon thread sends
 the newest one every `interval` seconds, to an HTTP endpoint (POSTed as JSON) or a file (replaced
 atomically, so a reader never sees half of it). A receiver that is down costs a logged warning,
 never a stalled step: the thread uses short timeouts and simply tries again next time.
@@ -10,16 +10,38 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 import urllib.error
 import urllib.request
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from thrifty.contract import Env, JobReport
 from thrifty.errors import ThriftyError
 
 log = logging.getLogger(__name__)
+
+
+def metric_values(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """A script's named results as floats (what `JobReport.metrics` holds), or a ThriftyError
+    naming the first that is not a finite number."""
+    values = {}
+    for name, value in metrics.items():
+        if not isinstance(name, str) or not name:
+            raise ThriftyError(f"a metric's name must be a non-empty string, got {name!r}")
+        if isinstance(value, bool | str | bytes):
+            raise ThriftyError(f"metric {name!r} must be a number, got {value!r}")
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ThriftyError(f"metric {name!r} must be a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ThriftyError(f"metric {name!r} must be finite, got {number}")
+        values[name] = number
+    return values
 
 
 def _write_file(path: Path, body: bytes) -> None:
@@ -51,7 +73,7 @@ class Reporter:
             if not folder.is_dir():
                 raise ThriftyError(
                     f"report file {target}: folder {folder} does not exist; create it or set "
-                    "THRIFTY_REPORT to a path in an existing folder (or an http:// URL)"
+                    f"{Env.REPORT} to a path in an existing folder (or an http:// URL)"
                 )
         self.sent = 0
         self.failures = 0
@@ -64,9 +86,9 @@ class Reporter:
         self._thread = threading.Thread(target=self._run, name="thrifty-report", daemon=True)
         self._thread.start()
 
-    def publish(self, report: dict[str, Any]) -> None:
+    def publish(self, report: JobReport) -> None:
         """Remember `report` as the newest; returns at once."""
-        body = json.dumps(report).encode()
+        body = json.dumps(report.to_dict()).encode()
         with self._lock:
             self._latest = body
             self._version += 1
