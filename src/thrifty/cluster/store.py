@@ -1,7 +1,7 @@
 """The durable job store: every state change is committed here before anyone acts on it.
 
 SQLite in `~/.thrifty/thrifty.db` by default (WAL mode, so the API reads while the scheduler
-writes), PostgreSQL or anything SQLAlchemy speaks when THRIFTY_DB_URL says so. The schema is
+writes), PostgreSQL or anything SQLAlchemy speaks when `Settings.db_url` says so. The schema is
 created and upgraded by Alembic migrations when the store opens, so an old database keeps working
 after an upgrade of thrifty.
 """
@@ -9,7 +9,7 @@ after an upgrade of thrifty.
 from __future__ import annotations
 
 import hashlib
-import os
+import json
 import secrets
 import time
 import uuid
@@ -37,23 +37,27 @@ from thrifty.cluster.states import (  # noqa: F401  (re-exported: the store's vo
     SUCCEEDED,
     TERMINAL_STATES,
 )
+from thrifty.contract import Env
 from thrifty.errors import ThriftyError
+from thrifty.settings import Settings
 
 REPORT_HISTORY_S = 60.0  # keep a reported model at least this often, and at every batch change
 
 
 def thrifty_home() -> Path:
-    """Where the database, logs and checkpoints live: $THRIFTY_HOME or ~/.thrifty."""
-    return Path(os.environ.get("THRIFTY_HOME") or Path.home() / ".thrifty")
+    """`Settings.load().home`, for callers that were not handed their settings (ControlPlane
+    without `home`); new code takes `home` from the Settings its edge loaded."""
+    return Settings.load().home
 
 
-def default_db_url() -> str:
-    url = os.environ.get("THRIFTY_DB_URL")
-    if url:
-        return url
-    home = thrifty_home()
-    home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home / 'thrifty.db'}"
+def _to_json(value: Any) -> str:
+    """JSON columns take typed values too (an executor's handle): stored as their to_dict()."""
+    def default(obj: Any) -> Any:
+        if hasattr(obj, "to_dict"):
+            return obj.to_dict()
+        raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+    return json.dumps(value, default=default)
 
 
 def hash_token(token: str) -> str:
@@ -98,7 +102,9 @@ class Store:
     """Sessions on one database, plus the few queries several parts share."""
 
     def __init__(self, url: str | None = None) -> None:
-        self.url = url or default_db_url()
+        """`url`: a SQLAlchemy URL, as `Settings.database_url()` gives it (None: that of the
+        settings loaded now, for callers that were not handed theirs)."""
+        self.url = url or Settings.load().database_url()
         sqlite = self.url.startswith("sqlite")
         try:
             self.engine = create_engine(
@@ -106,13 +112,15 @@ class Store:
                 connect_args={"check_same_thread": False, "timeout": 30} if sqlite else {},
                 pool_size=10 if sqlite else 5,
                 max_overflow=20,
+                json_serializer=_to_json,
             )
             if sqlite:
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             migrate(self.engine)
         except Exception as err:
             raise ThriftyError(
-                f"cannot open the job store at {self.url}: {err}; check THRIFTY_DB_URL"
+                f"cannot open the job store at {self.url}: {err}; check {Env.DB_URL} (or "
+                "--db)"
             ) from err
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 

@@ -19,31 +19,32 @@ from typing import Any
 from sqlalchemy import select
 
 from thrifty.accounting.carbon import IntensitySeries
-from thrifty.accounting.energy import load_board_power
 from thrifty.accounting.ledger import JobFacts, Ledger, UsageSegment, build_ledger
-from thrifty.accounting.prices import default_price_sheet, load_price_sheet
-from thrifty.accounting.tariff import Tariff, power_model
+from thrifty.accounting.tariff import (
+    Tariff,
+    board_watts,
+    load_sheet,
+    power_model,
+    resolve_intensity,
+)
 from thrifty.cluster.schema import AllocationRow, JobRow
 from thrifty.cluster.store import Store
+from thrifty.cluster.summary import stored_report
 from thrifty.errors import ThriftyError
 from thrifty.policy.base import NodeView
-from thrifty.settings import Settings
-from thrifty.sim.costing import BOARD_POWER, resolve_intensity
 
 log = logging.getLogger(__name__)
 
 DEFAULT_COUNTRY = "DEU"  # the built-in sheet's grid, as a country code CodeCarbon knows
 
 
-def live_tariff(prices: Path | None = None, carbon: str | None = None) -> Tariff:
+def live_tariff(prices: Path | None = None, carbon: str | None = None,
+                data_root: Path | None = None) -> Tariff:
     """The tariff a live cluster bills with: the sheet (default: built-in), board powers (the
-    data folder's table where there is one, the sheet's own watts always), and a static grid
+    table in `data_root` where there is one, the sheet's own watts always), and a static grid
     intensity — a series is indexed from its first reading, which only simulated time shares."""
-    sheet = default_price_sheet() if prices is None else load_price_sheet(prices)
-    data = Settings.from_env().data_root
-    board = {}
-    if data is not None and (data / BOARD_POWER).is_file():
-        board = load_board_power(data / BOARD_POWER)
+    sheet = load_sheet(prices)
+    board = board_watts(data_root, required=False)
     region = carbon or (sheet.region if prices is not None else None) or DEFAULT_COUNTRY
     intensity = resolve_intensity(region, None)
     if isinstance(intensity, IntensitySeries):
@@ -66,7 +67,8 @@ def unpriced(tariff: Tariff, nodes: Iterable[NodeView]) -> list[str]:
 
 def _segments(job: JobRow, rows: Sequence[AllocationRow], tariff: Tariff,
               nodes: dict[str, NodeView], now: float) -> list[UsageSegment]:
-    startup = (job.report or {}).get("startup_s")
+    report = stored_report(job)
+    startup = None if report is None else report.startup_s
     restart_s = float(startup) / len(rows) if startup and rows else 0.0
     segments = []
     for row in rows:
@@ -106,7 +108,8 @@ def live_ledger(store: Store, tariff: Tariff, now: float, nodes: Iterable[NodeVi
         facts: list[JobFacts] = []
         for job in jobs:
             segments += _segments(job, history.get(job.id, []), tariff, by_name, now)
-            measured = (job.report or {}).get("energy_kwh")
+            report = stored_report(job)
+            measured = None if report is None else report.energy_kwh
             facts.append(JobFacts(
                 job=job.id, owner=f"{job.team}/{job.owner}", submit_s=job.submitted_at,
                 application=job.name, completion_s=job.finished_at, restarts=job.restarts,
