@@ -16,8 +16,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
 from thrifty.accounting.carbon import IntensitySeries
 from thrifty.accounting.ledger import JobFacts, Ledger, UsageSegment, build_ledger
 from thrifty.accounting.tariff import (
@@ -90,31 +88,17 @@ def live_ledger(store: Store, tariff: Tariff, now: float, nodes: Iterable[NodeVi
     """Every job's usage up to `now` (running allocations are cut there); `owner`: only theirs;
     `since`: only jobs that held GPUs after it (a budget period's, without the whole history)."""
     by_name = {n.name: n for n in nodes}
-    with store.session() as s:
-        query = select(JobRow).order_by(JobRow.submitted_at)
-        if owner is not None:
-            query = query.where(JobRow.owner == owner)
-        if since is not None:
-            recent = select(AllocationRow.job_id).where(
-                (AllocationRow.end.is_(None)) | (AllocationRow.end >= since))
-            query = query.where(JobRow.id.in_(recent))
-        jobs = list(s.scalars(query))
-        ids = [j.id for j in jobs]
-        history: dict[str, list[AllocationRow]] = {}
-        for row in s.scalars(select(AllocationRow).where(AllocationRow.job_id.in_(ids))
-                             .order_by(AllocationRow.start)):
-            history.setdefault(row.job_id, []).append(row)
-        segments: list[UsageSegment] = []
-        facts: list[JobFacts] = []
-        for job in jobs:
-            segments += _segments(job, history.get(job.id, []), tariff, by_name, now)
-            report = stored_report(job)
-            measured = None if report is None else report.energy_kwh
-            facts.append(JobFacts(
-                job=job.id, owner=f"{job.team}/{job.owner}", submit_s=job.submitted_at,
-                application=job.name, completion_s=job.finished_at, restarts=job.restarts,
-                measured_kwh=None if measured is None else float(measured),
-            ))
+    segments: list[UsageSegment] = []
+    facts: list[JobFacts] = []
+    for job, rows in store.usage_history(owner=owner, since=since):
+        segments += _segments(job, rows, tariff, by_name, now)
+        report = stored_report(job)
+        measured = None if report is None else report.energy_kwh
+        facts.append(JobFacts(
+            job=job.id, owner=f"{job.team}/{job.owner}", submit_s=job.submitted_at,
+            application=job.name, completion_s=job.finished_at, restarts=job.restarts,
+            measured_kwh=None if measured is None else float(measured),
+        ))
     meta: dict[str, Any] = {"source": "control plane", "at": now, "prices": tariff.sheet.name,
                             "carbon": tariff.intensity.name}
     return build_ledger(segments, facts, tariff.power, tariff.intensity, meta)
