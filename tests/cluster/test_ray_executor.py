@@ -127,8 +127,8 @@ def test_keeper_module_imports_nothing_of_thrifty() -> None:
 
 
 def test_node_kind_comes_from_label_then_resource_then_ray() -> None:
-    from thrifty.cluster.ray_executor import _node_kind
     from thrifty.cluster.ray_keeper import interface_of
+    from thrifty.cluster.ray_nodes import node_kind as _node_kind
 
     assert _node_kind({"Labels": {"thrifty.gpu-kind": "A100"},
                        "Resources": {"gpu-kind:T4": 1}}) == "A100"

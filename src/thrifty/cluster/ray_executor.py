@@ -6,9 +6,8 @@ torch.distributed environment set, as torchrun would set it, and answers for it:
 the job's report (rank 0), stop requests. Keepers are named `thrifty:{job}:{attempt}:{rank}` and
 detached, so they outlive the control plane and a restarted one finds them again by name (`adopt`).
 
-Nodes declare their GPU kind with a node label, `ray start --labels thrifty.gpu-kind=A100`, or a
-custom resource, `--resources '{"gpu-kind:A100": 1}'`; otherwise Ray's own accelerator type is
-used. A node without GPUs offers one CPU replica per CPU.
+How nodes declare their GPU kind: `thrifty.cluster.ray_nodes`. The keeper actor:
+`thrifty.cluster.ray_keeper`.
 
 Requirements on the cluster: the job's own software on every node (Python, PyTorch, thrifty for
 thrifty.train; keepers themselves need only Ray, they travel by value), and the job's working
@@ -28,7 +27,7 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -47,17 +46,12 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from thrifty.cluster import ray_keeper
 from thrifty.cluster.executor import LOST, AnyHandle, AttemptStatus, Handle, Launch
 from thrifty.cluster.ray_keeper import PYTHON, Keeper
+from thrifty.cluster.ray_nodes import node_index
 from thrifty.contract import Env
 from thrifty.errors import ThriftyError
 from thrifty.policy.base import NodeView
 
 log = logging.getLogger(__name__)
-
-GPU_KIND_LABEL = "thrifty.gpu-kind"
-GPU_KIND_RESOURCE = "gpu-kind:"  # a custom resource "gpu-kind:T4" marks a node of T4s
-NODE_NAME_LABEL = "thrifty.node-name"
-_RAY_ACCELERATOR_LABEL = "ray.io/accelerator-type"
-_RAY_ACCELERATOR_RESOURCE = "accelerator_type:"
 
 ACTOR_PREFIX = "thrifty:"
 _FINISHED_KEPT = 1000
@@ -83,21 +77,6 @@ class RayHandle(Handle):
 
 def actor_name(job_id: str, attempt: int, rank: int) -> str:
     return f"{ACTOR_PREFIX}{job_id}:{attempt}:{rank}"
-
-
-def _node_kind(node: Mapping[str, Any]) -> str | None:
-    """The GPU kind a node declares, or None when it says nothing."""
-    labels = node.get("Labels") or {}
-    if labels.get(GPU_KIND_LABEL):
-        return str(labels[GPU_KIND_LABEL])
-    resources = node.get("Resources") or {}
-    for prefix in (GPU_KIND_RESOURCE, _RAY_ACCELERATOR_RESOURCE):
-        for key in resources:
-            if key.startswith(prefix) and len(key) > len(prefix):
-                return key[len(prefix):]
-    if labels.get(_RAY_ACCELERATOR_LABEL):
-        return str(labels[_RAY_ACCELERATOR_LABEL])
-    return None
 
 
 class RayExecutor:
@@ -150,23 +129,7 @@ class RayExecutor:
         return self._alive_cache[1]
 
     def _index(self) -> dict[str, tuple[NodeView, dict[str, Any]]]:
-        """Alive nodes by thrifty name: label, else IP (with the id when IPs repeat)."""
-        alive = self._alive()
-        ips = [n["NodeManagerAddress"] for n in alive]
-        index: dict[str, tuple[NodeView, dict[str, Any]]] = {}
-        for node in alive:
-            ip = node["NodeManagerAddress"]
-            name = (node.get("Labels") or {}).get(NODE_NAME_LABEL) or (
-                ip if ips.count(ip) == 1 else f"{ip}/{node['NodeID'][:8]}")
-            resources = node.get("Resources") or {}
-            gpus = int(resources.get("GPU", 0))
-            if gpus > 0:
-                view = NodeView(name, _node_kind(node) or "gpu", gpus)
-            else:
-                view = NodeView(name, "cpu", int(resources.get("CPU", 0)))
-            if view.num_gpus > 0:
-                index[name] = (view, node)
-        return index
+        return node_index(self._alive())
 
     def nodes(self) -> tuple[NodeView, ...]:
         return tuple(view for view, _ in sorted(self._index().values(), key=lambda v: v[0].name))
