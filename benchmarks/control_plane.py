@@ -33,7 +33,9 @@ from thrifty.cluster.plane import ControlPlane
 from thrifty.cluster.schema import JobRow
 from thrifty.cluster.spec import validate_spec
 from thrifty.cluster.store import RUNNING, SUCCEEDED, Store
+from thrifty.contract import JobReport
 from thrifty.goodput import BatchLimits, GoodputModel, GradientStats, ThroughputParams
+from thrifty.settings import Settings
 
 # Fitted on one CPU replica of examples/digits_mlp.py (step time in seconds, seconds per sample).
 MODEL = GoodputModel(
@@ -47,9 +49,15 @@ MODEL = GoodputModel(
 
 
 def report(job_id: str, batch_size: int = 128) -> dict[str, Any]:
-    """What thrifty.train publishes (see Job._publish)."""
-    return {"job_id": job_id, "step": 100, "epoch": 3, "batch_size": batch_size,
-            "model": MODEL.to_dict()}
+    """What thrifty.train publishes: a JobReport as JSON."""
+    return JobReport(model=MODEL, job_id=job_id, step=100, epoch=3,
+                     batch_size=batch_size).to_dict()
+
+
+def open_store(home: Path, name: str) -> tuple[Settings, Store]:
+    """Settings for a throwaway server home, and the store they name."""
+    settings = Settings(home=home, db_url=f"sqlite:///{home / name}")
+    return settings, Store(settings.database_url())
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -90,10 +98,10 @@ def time_requests(http: httpx.Client, params: dict[str, Any], count: int) -> dic
 
 
 def listing(home: Path, jobs: int, running: int, requests: int) -> list[tuple[str, dict]]:
-    store = Store(f"sqlite:///{home / 'listing.db'}")
+    settings, store = open_store(home, "listing.db")
     token = store.add_user("admin", admin=True)
     fill_store(store, jobs, running)
-    plane = ControlPlane(store, LocalExecutor(slots=running), "thrifty", home=home)
+    plane = ControlPlane(store, LocalExecutor(slots=running), "thrifty", home=settings.home)
     rows = []
     try:
         with ApiServer(create_app(plane)) as server, httpx.Client(
@@ -113,9 +121,9 @@ def listing(home: Path, jobs: int, running: int, requests: int) -> list[tuple[st
 
 def scheduling(home: Path, running: int, adaptive: int, rounds: int,
                policy: str) -> dict[str, Any]:
-    store = Store(f"sqlite:///{home / 'rounds.db'}")
-    plane = ControlPlane(store, LocalExecutor(slots=running + adaptive), policy, home=home,
-                         stop_grace_s=5.0)
+    settings, store = open_store(home, "rounds.db")
+    plane = ControlPlane(store, LocalExecutor(slots=running + adaptive), policy,
+                         home=settings.home, stop_grace_s=5.0)
     sleeper = home / "sleep.py"
     sleeper.write_text("import time\ntime.sleep(3600)\n")
     try:

@@ -11,33 +11,33 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
-import signal
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO, Annotated, Any, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
 from thrifty.cli_output import EXIT_BAD_INPUT, fail, results_console
-from thrifty.cluster.client import DEFAULT_SERVER
 from thrifty.cluster.states import ACTIVE_STATES, STATE_COLOURS, TERMINAL_STATES
+from thrifty.contract import Env
 from thrifty.errors import ThriftyError
+from thrifty.settings import DEFAULT_SERVER
 
 EXIT_FAILED = 1  # the server is down or said no
 DEFAULT_PORT = 8470
 FOLLOW_POLL_S = 1.0
 
 
-ServerOpt = Annotated[str, typer.Option(
-    "--server", envvar="THRIFTY_SERVER", help="The thrifty server's URL.")]
+ServerOpt = Annotated[str | None, typer.Option(
+    "--server", show_default=False,
+    help=f"The thrifty server's URL (default: ${Env.SERVER}, else {DEFAULT_SERVER}).")]
 TokenOpt = Annotated[str | None, typer.Option(
-    "--token", envvar="THRIFTY_TOKEN", show_default=False,
-    help="API token (default: $THRIFTY_TOKEN, else the file THRIFTY_HOME/token).")]
+    "--token", show_default=False,
+    help=f"API token (default: ${Env.TOKEN}, else the file {Env.HOME}/token).")]
 
 
 def _fail(err: BaseException | str, code: int = EXIT_FAILED) -> NoReturn:
@@ -53,11 +53,16 @@ def _spec_problems(problems: Sequence[tuple[str, str]], where: str) -> NoReturn:
 
 
 @contextlib.contextmanager
-def api_client(server: str, token: str | None) -> Iterator[Any]:
-    """A client whose errors end the command with one line (and the right exit status)."""
+def api_client(server: str | None, token: str | None) -> Iterator[Any]:
+    """A client whose errors end the command with one line (and the right exit status). The
+    server and token are the flags, else the settings' (`--server` at its default counts as not
+    given, so that THRIFTY_SERVER and the settings file apply)."""
     from thrifty.cluster.client import ApiError, Client, find_token
+    from thrifty.settings import Settings
 
-    client = Client(server, find_token(token))
+    settings = Settings.load()
+    url = settings.server if server in (None, DEFAULT_SERVER) else server
+    client = Client(url, find_token(settings, token), token_file=settings.token_file)
     try:
         yield client
     except ApiError as err:
@@ -85,53 +90,6 @@ def _age(seconds: float) -> str:
 # --------------------------------------------------------------------------------------------
 # thrifty server
 # --------------------------------------------------------------------------------------------
-
-
-def _lock(home: Path) -> IO[str]:
-    """One server per THRIFTY_HOME: two scheduling loops on one store would launch jobs twice.
-    The kernel drops the lock with the process, however it ends."""
-    import fcntl
-
-    handle = (home / "server.lock").open("a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.seek(0)
-        owner = handle.read().strip() or "another process"
-        handle.close()
-        raise ThriftyError(f"a thrifty server ({owner}) already runs on {home}; stop it first "
-                           "or set THRIFTY_HOME to another folder") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"pid {os.getpid()}")
-    handle.flush()
-    return handle
-
-
-def write_token(path: Path, token: str) -> None:
-    """Readable by its owner only, from the moment it exists."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-
-
-def _executor(kind: str, slots: int | None, ray_address: str | None) -> Any:
-    if kind == "local":
-        from thrifty.cluster.local import LocalExecutor
-
-        if slots is not None and slots < 1:
-            raise ThriftyError(f"--slots must be at least 1, got {slots}")
-        return LocalExecutor(slots=slots)
-    if kind == "ray":
-        try:
-            from thrifty.cluster.ray_executor import RayExecutor
-        except ImportError as err:
-            raise ThriftyError(f"the ray executor cannot load ({err}); install it with "
-                               "`pip install 'thrifty[ray]'`") from err
-        return RayExecutor(address=ray_address or os.environ.get("RAY_ADDRESS", ""))
-    raise ThriftyError(f"--executor must be local or ray, got {kind!r}")
 
 
 def server_command(
@@ -164,15 +122,8 @@ def server_command(
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the control plane: the scheduling loop and the REST API (docs at /docs)."""
-    import uvicorn
-
-    from thrifty.accounting.budgets import load_budgets
-    from thrifty.cluster.api import bind, create_app
-    from thrifty.cluster.client import token_file
-    from thrifty.cluster.plane import ControlPlane
-    from thrifty.cluster.store import Store, thrifty_home
-    from thrifty.cluster.usage import live_tariff, unpriced
-    from thrifty.policy.registry import make_policy
+    from thrifty.cluster.api.server import describe, open_server, unpriced_nodes
+    from thrifty.settings import Settings
 
     level = getattr(logging, log_level.upper(), None)
     if not isinstance(level, int):
@@ -183,55 +134,25 @@ def server_command(
     out = results_console()
     with contextlib.ExitStack() as cleanup:  # closed in reverse, on errors too
         try:
-            if interval <= 0:
-                raise ThriftyError(f"--interval must be positive, got {interval}")
-            home = thrifty_home()
-            home.mkdir(parents=True, exist_ok=True)
-            cleanup.callback(_lock(home).close)
-            store = Store(db)
-            cleanup.callback(store.close)
-            chosen = make_policy(policy)
-            tariff = live_tariff(prices, carbon)
-            book = None if budgets is None else load_budgets(budgets)
-            sock = bind(host, port)
-            cleanup.callback(sock.close)
-            runner = _executor(executor, slots, ray_address)
+            served = cleanup.enter_context(open_server(
+                Settings.load(), host, port, executor, policy, interval, slots=slots,
+                ray_address=ray_address, db=db, prices=prices, carbon=carbon, budgets=budgets))
         except ThriftyError as err:
             _fail(err, EXIT_BAD_INPUT)
         except Exception as err:  # e.g. a Ray cluster that does not answer: one line, no trace
             _fail(f"cannot start the {executor} executor: {err}")
-        if store.count_users() == 0:
-            write_token(token_file(), store.add_user("admin", admin=True))
-            out.print(f"Created user [bold]admin[/]; its API token is in {token_file()} "
-                      "(the CLI reads it from there).", soft_wrap=True)
-        for problem in unpriced(tariff, runner.nodes()):
+        if served.admin_token_file is not None:
+            out.print(f"Created user [bold]admin[/]; its API token is in "
+                      f"{served.admin_token_file} (the CLI reads it from there).", soft_wrap=True)
+        for problem in unpriced_nodes(served):
             out.print(f"[yellow]warning[/]: {escape(problem)}; `thrifty report` fails until "
                       "--prices gives that kind a price and watts", soft_wrap=True)
-        plane = ControlPlane(store, runner, chosen, interval_s=interval, home=home,
-                             tariff=tariff, budgets=book)
-        server = uvicorn.Server(uvicorn.Config(create_app(plane), log_level=log_level.lower(),
-                                               access_log=False, timeout_graceful_shutdown=5))
-
-        def _shutdown(*_: object) -> None:
-            server.should_exit = True
-
-        # uvicorn turns SIGTERM/SIGINT into a graceful shutdown while it serves, then re-raises
-        # the signal it caught: this handler takes that (and a signal before serving began), so
-        # that the loop is always stopped below rather than the process dying half-way.
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, _shutdown)
-        capacity = ", ".join(f"{n.name}: {n.num_gpus} × {n.gpu_kind}" for n in runner.nodes())
-        plane.start()
-        url = f"http://{host}:{sock.getsockname()[1]}"
-        out.print(f"thrifty server on [bold]{url}[/] (API docs at {url}/docs): {runner.name} "
-                  f"executor ({capacity}), policy {policy}, a round every {interval:g} s; "
-                  f"store {store.url}", soft_wrap=True)
         try:
-            server.run(sockets=[sock])
+            served.run(log_level.lower(), before=lambda: out.print(
+                describe(served, policy, interval), soft_wrap=True))
         finally:
             out.print("stopping the scheduling loop; running jobs go on and are adopted on "
                       "restart", soft_wrap=True)
-            plane.stop()
 
 
 # --------------------------------------------------------------------------------------------
@@ -245,14 +166,14 @@ def users_add_command(
     = False,
     rotate: Annotated[bool, typer.Option("--rotate", help="Issue a new token to an existing "
                                          "user; the old one stops working.")] = False,
-    server: ServerOpt = DEFAULT_SERVER,
+    server: ServerOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """Add a user (admins only) and print their API token, which is shown this once."""
     with api_client(server, token) as client:
         user = client.add_user(name, admin=admin, rotate=rotate)
     sys.stderr.write(f"user {user['name']}{' (admin)' if user['admin'] else ''}: give them this "
-                     "token (THRIFTY_TOKEN or --token):\n")
+                     f"token ({Env.TOKEN} or --token):\n")
     print(user["token"])
 
 
@@ -263,7 +184,7 @@ def users_add_command(
 
 def submit_command(
     spec: Annotated[Path, typer.Argument(help="Job spec, YAML or JSON.", show_default=False)],
-    server: ServerOpt = DEFAULT_SERVER,
+    server: ServerOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """Submit a job; prints its id. A relative working_dir is taken from the spec's folder."""
@@ -308,7 +229,7 @@ def jobs_command(
     = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 100,
-    server: ServerOpt = DEFAULT_SERVER,
+    server: ServerOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """Your jobs (an admin's: everyone's), newest first."""
@@ -329,7 +250,7 @@ def jobs_command(
 
 def cancel_command(
     job_ids: Annotated[list[str], typer.Argument(help="Job ids.", show_default=False)],
-    server: ServerOpt = DEFAULT_SERVER,
+    server: ServerOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """Cancel jobs: a queued one ends at once, a running one in the next scheduling round."""
@@ -369,7 +290,7 @@ def logs_command(
         help="Only the last N lines of each replica's log.", show_default=False)] = None,
     attempt: Annotated[int | None, typer.Option(
         help="This attempt's logs (default: the newest).", show_default=False)] = None,
-    server: ServerOpt = DEFAULT_SERVER,
+    server: ServerOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """A job's logs: every replica of its newest attempt (lines prefixed by rank if several)."""
@@ -435,7 +356,7 @@ def _drain(client: Any, job_id: str, number: int, offsets: dict[int, int],
 
 def cluster_command(
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of tables.")] = False,
-    server: ServerOpt = DEFAULT_SERVER,
+    server: ServerOpt = None,
     token: TokenOpt = None,
 ) -> None:
     """The nodes and how much of each running jobs hold, the queue, and the last round."""

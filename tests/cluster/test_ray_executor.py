@@ -8,6 +8,7 @@ fixtures also serialise them across workers).
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import sys
@@ -109,8 +110,25 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+def test_keeper_module_imports_nothing_of_thrifty() -> None:
+    """Keepers travel to the nodes by value: a thrifty import there would load thrifty (and
+    PyTorch) on every node, or fail where thrifty is not installed."""
+    import thrifty.cluster.ray_keeper as keeper
+
+    tree = ast.parse(Path(keeper.__file__).read_text())
+    imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names]
+    imported += [node.module or "" for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.level == 0]
+    relative = [node.module for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.level > 0]
+    assert imported and not relative
+    assert [name for name in imported if name.split(".")[0] == "thrifty"] == []
+
+
 def test_node_kind_comes_from_label_then_resource_then_ray() -> None:
-    from thrifty.cluster.ray_executor import _node_kind, interface_of
+    from thrifty.cluster.ray_keeper import interface_of
+    from thrifty.cluster.ray_nodes import node_kind as _node_kind
 
     assert _node_kind({"Labels": {"thrifty.gpu-kind": "A100"},
                        "Resources": {"gpu-kind:T4": 1}}) == "A100"
@@ -147,7 +165,7 @@ def test_gpu_node_kind_from_label_and_replica_environment(
         assert views[HEAD].gpu_kind == "cpu"
 
         names = ["RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
-                 "MASTER_PORT", "THRIFTY_GPU_KIND", "CUDA_VISIBLE_DEVICES", "GLOO_SOCKET_IFNAME",
+                 "MASTER_PORT", "THRIFTY_ALLOCATION", "CUDA_VISIBLE_DEVICES", "GLOO_SOCKET_IFNAME",
                  "OMP_NUM_THREADS", "THRIFTY_REPORT", "THRIFTY_JOB_ID", "MY_SETTING"]
         code = f"import json, os; print(json.dumps({{k: os.environ.get(k) for k in {names!r}}}))"
         spec = validate_spec({"name": "envcheck", "mode": "rigid", "working_dir": str(home),
@@ -156,8 +174,11 @@ def test_gpu_node_kind_from_label_and_replica_environment(
                               "resources": {"min_replicas": 2, "max_replicas": 2}})
         launch = Launch("envcheck", 1, spec, Allocation({"127.0.0.5": 2}, "T4"),
                         {"THRIFTY_JOB_ID": "envcheck"}, home / "logs")
+        from thrifty.cluster.ray_executor import RayHandle
+
         handle = executor.launch(launch)
-        assert json.loads(json.dumps(handle)) == handle
+        stored = json.loads(json.dumps(handle.to_dict()))  # as the store keeps it
+        assert stored == handle.to_dict() and RayHandle.from_dict(stored) == handle
         status = wait_for(lambda: (s := executor.poll(handle)) and not s.running and s, 60,
                           "the replicas to print their environment")
         assert list(status.exit_codes) == [0, 0]
@@ -167,7 +188,8 @@ def test_gpu_node_kind_from_label_and_replica_environment(
             assert env["RANK"] == str(rank) and env["LOCAL_RANK"] == str(rank)
             assert env["WORLD_SIZE"] == "2" and env["LOCAL_WORLD_SIZE"] == "2"
             assert env["MASTER_ADDR"] == "127.0.0.5" and int(env["MASTER_PORT"]) > 0
-            assert env["THRIFTY_GPU_KIND"] == "T4" and env["GLOO_SOCKET_IFNAME"] == "lo"
+            assert Allocation.from_json(env["THRIFTY_ALLOCATION"]) == launch.allocation
+            assert env["GLOO_SOCKET_IFNAME"] == "lo"
             assert sorted(env["CUDA_VISIBLE_DEVICES"].split(",")) == ["0", "1"]
             assert env["OMP_NUM_THREADS"] == "1" and env["MY_SETTING"] == "kept"
             assert env["THRIFTY_JOB_ID"] == "envcheck"
@@ -218,7 +240,7 @@ def test_poll_reports_a_lost_node_and_stops_the_replicas_left(
                         home / "logs")
         handle = executor.launch(launch)
         assert list(executor.poll(handle).exit_codes) == [None, None]
-        survivor = handle["pids"][0]
+        survivor = handle.pids[0]
         node.kill()
         status = wait_for(lambda: (s := executor.poll(handle)) and not s.running and s, 30,
                           "poll to see the node lost")
@@ -296,7 +318,7 @@ def test_a_fresh_driver_adopts_running_replicas_and_stops_them(
                     {"THRIFTY_JOB_ID": job_id, "THRIFTY_CHECKPOINT_DIR": str(checkpoints)},
                     home / "logs")
     first = ray_executors()
-    handle = json.loads(json.dumps(first.launch(launch)))  # as the store keeps it
+    handle = json.loads(json.dumps(first.launch(launch).to_dict()))  # as the store keeps it
     wait_for(lambda: "rank 0 epoch 0 loss" in launch.log_path(0).read_text(), 90,
              "the first epoch")
     first.close()  # the control plane goes away; its detached keepers stay

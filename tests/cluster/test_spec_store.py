@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from thrifty.cluster.spec import SpecError, load_spec, parse_spec
+from thrifty.cluster.spec import SpecError, load_spec, parse_spec, validate_spec
 from thrifty.cluster.store import CANCELLED, QUEUED, Store
 
 GOOD = """
@@ -133,3 +133,32 @@ def test_report_history_keeps_batch_changes_and_one_a_minute(tmp_path: Path) -> 
         kept = [r.report["step"] for r in s.scalars(select(ReportRow).order_by(ReportRow.at))]
     assert kept == [0, 2, 4]  # first, the batch change, a minute after the last kept
     assert store.get(job_id).report == {"step": 4, "batch_size": 64}
+
+
+def test_a_typed_handle_is_stored_as_json_and_read_back_as_before(tmp_path: Path) -> None:
+    """Executor handles are frozen dataclasses; the store keeps their to_dict(), and a handle
+    stored by an earlier version (a plain dict without `executor`) still reads."""
+    from thrifty.cluster.executor import AttemptStatus
+    from thrifty.cluster.local import LocalExecutor, LocalHandle
+    from thrifty.cluster.schema import Attempt
+    from thrifty.errors import ThriftyError
+
+    handle = LocalHandle("job-1/1", (11, 12), (5, None), ("/x/0.exit", "/x/1.exit"), (0,),
+                         "/x/report.json")
+    stored = json.loads(json.dumps(handle.to_dict()))
+    assert stored["executor"] == "local" and LocalHandle.from_dict(stored) == handle
+    old = {k: v for k, v in stored.items() if k != "executor"}
+    assert LocalHandle.read(old) == handle
+    assert LocalHandle.read({}) is None and LocalHandle.read(None) is None
+    with pytest.raises(ThriftyError, match="ray executor"):
+        LocalHandle.read({**stored, "executor": "ray"})
+
+    store = Store(f"sqlite:///{tmp_path / 'thrifty.db'}")
+    job = store.submit(validate_spec({"name": "h", "mode": "rigid", "entrypoint": {
+        "command": ["true"]}}, owner="alice"))
+    with store.session() as s:
+        s.add(Attempt(job_id=job.id, number=1, allocation={}, handle=handle, started_at=0.0))
+    (attempt,) = store.attempts(job.id)
+    assert attempt.handle == stored
+    assert LocalExecutor(slots=1).poll({}) == AttemptStatus.missing()
+    store.close()

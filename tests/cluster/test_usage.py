@@ -13,7 +13,9 @@ from thrifty.cluster.schema import AllocationRow, JobRow
 from thrifty.cluster.spec import validate_spec
 from thrifty.cluster.store import Store
 from thrifty.cluster.usage import live_ledger, live_tariff, unpriced
+from thrifty.contract import JobReport
 from thrifty.errors import InputError, ThriftyError
+from thrifty.goodput import BatchLimits, GoodputModel, GradientStats, ThroughputParams
 from thrifty.policy.base import NodeView
 from thrifty.settings import Settings
 
@@ -38,9 +40,16 @@ def _held(store: Store, job_id: str, slots: int, start: float, end: float | None
                             start=start, end=end))
 
 
+MODEL = GoodputModel({"cpu": ThroughputParams(3.5e-3, 3e-6, 1e-8, 1e-8, 1e-8, 1e-8, 1.0)},
+                     GradientStats(sqr=4e-4, var=5e-3), BatchLimits(init_batch_size=32,
+                                                                    max_batch_size=512))
+
+
 def _reported(store: Store, job_id: str, report_: dict) -> None:
+    """Store a report as a job publishes it: a JobReport with these fields over a model."""
     with store.session() as s:
-        s.get(JobRow, job_id).report = report_
+        s.get(JobRow, job_id).report = JobReport(model=MODEL, job_id=job_id,
+                                                 **report_).to_dict()
 
 
 def test_allocations_are_billed_by_owner_with_measured_energy_and_restart_overhead(

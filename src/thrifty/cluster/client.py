@@ -2,11 +2,11 @@
 
 The CLI talks to the server only through this, so what a script can do over HTTP and what the
 CLI does are the same thing. Every failure is a `ThriftyError` whose message says what to do.
+The caller names the server and token (from its `Settings`); this module reads no environment.
 """
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -15,31 +15,23 @@ from typing import Any
 
 import httpx
 
+from thrifty.contract import Env
 from thrifty.errors import ThriftyError
+from thrifty.settings import DEFAULT_SERVER, Settings
 
-DEFAULT_SERVER = "http://127.0.0.1:8470"
+__all__ = ["DEFAULT_SERVER", "ApiError", "Client", "ServerUnreachable", "find_token"]
+
 SUBMIT_TRIES = 4  # a submission survives a dropped connection or a server restart of ~2 s
 
 
-def default_server() -> str:
-    return os.environ.get("THRIFTY_SERVER") or DEFAULT_SERVER
-
-
-def token_file() -> Path:
-    """Where `thrifty server` leaves the first admin's token, and where the CLI looks for one."""
-    from thrifty.cluster.store import thrifty_home  # the store's imports are heavy; this is not
-
-    return thrifty_home() / "token"
-
-
-def find_token(given: str | None = None) -> str | None:
-    """`given`, else $THRIFTY_TOKEN, else the token file; None when there is none."""
-    if given:
+def find_token(settings: Settings, given: str | None = None) -> str | None:
+    """`given`, else the settings' token, else the token file; None when there is none."""
+    if given and given.strip():
         return given.strip()
-    if os.environ.get("THRIFTY_TOKEN"):
-        return os.environ["THRIFTY_TOKEN"].strip()
+    if settings.token:
+        return settings.token
     try:
-        return token_file().read_text().strip() or None
+        return settings.token_file.read_text().strip() or None
     except OSError:
         return None
 
@@ -50,7 +42,7 @@ class ServerUnreachable(ThriftyError):
     def __init__(self, server: str) -> None:
         self.server = server
         super().__init__(f"no thrifty server at {server}: start one with `thrifty server` "
-                         "(or point --server / THRIFTY_SERVER at yours)")
+                         f"(or point --server / {Env.SERVER} at yours)")
 
 
 class ApiError(ThriftyError):
@@ -65,10 +57,11 @@ class ApiError(ThriftyError):
 class Client:
     """Requests to one server with one token (None: the server will answer 401)."""
 
-    def __init__(self, server: str | None = None, token: str | None = None,
-                 timeout_s: float = 30.0) -> None:
-        self.server = (server or default_server()).rstrip("/")
+    def __init__(self, server: str = DEFAULT_SERVER, token: str | None = None,
+                 timeout_s: float = 30.0, token_file: Path | None = None) -> None:
+        self.server = server.rstrip("/")
         self.token = token
+        self.token_file = token_file  # named in the error when the server wants a token
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._http = httpx.Client(base_url=self.server, headers=headers, timeout=timeout_s,
                                   trust_env=False)
@@ -110,8 +103,9 @@ class Client:
             detail = "; ".join(f"{field}: {message}" for field, message in problems)
         detail = str(detail or response.reason_phrase)
         if response.status_code == 401 and not self.token:
-            detail = (f"the server wants an API token: pass --token, set THRIFTY_TOKEN or put it "
-                      f"in {token_file()} ({detail})")
+            where = f" or put it in {self.token_file}" if self.token_file else ""
+            detail = (f"the server wants an API token: pass --token or set {Env.TOKEN}{where} "
+                      f"({detail})")
         return ApiError(response.status_code, f"{detail} (HTTP {response.status_code})",
                         problems)
 

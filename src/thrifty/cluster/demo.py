@@ -24,8 +24,9 @@ from thrifty.cluster.spec import JobSpec, validate_spec
 from thrifty.cluster.states import STATE_COLOURS, TERMINAL_STATES
 from thrifty.cluster.store import Store
 from thrifty.cluster.summary import job_summary
-from thrifty.cluster.usage import live_ledger
+from thrifty.cluster.usage import live_ledger, live_tariff
 from thrifty.errors import ThriftyError
+from thrifty.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -111,18 +112,22 @@ def summary_table(rows: Sequence[dict], ledger: Ledger) -> Table:
 
 def run_live_demo(home: Path, policy: str = "thrifty", slots: int | None = None,
                   interval_s: float = 5.0, timeout_s: float = 900.0,
-                  console: Console | None = None) -> list[dict]:
-    """Run the demo jobs to the end in a fresh control plane under `home`; returns summaries."""
+                  console: Console | None = None, settings: Settings | None = None) -> list[dict]:
+    """Run the demo jobs to the end in a fresh control plane under `home`; returns summaries.
+    `settings` (loaded here when not given: the demo is an entry point) name the GPU kind and
+    the data folder whose board powers usage is billed with."""
     console = console or Console()
+    settings = settings or Settings.load()
     examples = examples_folder()
     if home.exists():
         shutil.rmtree(home)
     home.mkdir(parents=True)
-    executor = LocalExecutor(slots=slots)
+    executor = LocalExecutor(slots=slots, gpu_kind=settings.gpu_kind)
     capacity = executor.nodes()[0].num_gpus
     store = Store(f"sqlite:///{home / 'thrifty.db'}")
     plane = ControlPlane(store, executor, policy, interval_s=interval_s, home=home,
-                         stop_grace_s=30.0, restart_seconds=RESTART_SECONDS)
+                         stop_grace_s=30.0, restart_seconds=RESTART_SECONDS,
+                         tariff=live_tariff(data_root=settings.data_root))
     plan = demo_specs(examples, max_replicas=capacity)
     console.print(
         f"[bold]thrifty demo[/]: {len(plan)} real training jobs (thrifty.train examples) submitted "

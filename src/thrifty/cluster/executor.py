@@ -1,24 +1,74 @@
 """What the scheduler needs from whatever runs the replicas: this machine or a Ray cluster.
 
 An executor is told to launch an attempt (a job on one allocation), later asked how it is doing,
-and to stop it. Its `handle` for an attempt is plain JSON that the scheduler commits to the store
-before acting, so a restarted control plane can find its running attempts again (`adopt`).
+and to stop it. Its `handle` for an attempt is a small frozen dataclass that the scheduler commits
+to the store (as its `to_dict()` JSON) before acting, so a restarted control plane can find its
+running attempts again (`adopt`). Executors accept a handle or its stored dict alike.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol, Self
 
 from thrifty.cluster.spec import JobSpec
 from thrifty.contract import EXIT_LOST, EXIT_RESIZE, Allocation
+from thrifty.errors import ThriftyError
 from thrifty.policy.base import NodeView
 
-Handle = dict[str, Any]
-
 LOST = EXIT_LOST
+
+
+@dataclass(frozen=True)
+class Handle:
+    """What an executor needs to find one attempt again; subclasses add their own fields.
+
+    Stored as JSON with an `executor` field naming its kind. `from_dict` also reads handles stored
+    before that field existed (the dicts earlier versions wrote carry the same keys), so a store
+    from before the upgrade adopts its running attempts as it did.
+    """
+
+    key: str  # "{job_id}/{attempt}"
+    executor: ClassVar[str] = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"executor": self.executor}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Self:
+        given = data.get("executor") or cls.executor
+        if given != cls.executor:
+            raise ThriftyError(f"a handle of the {given} executor was given to the "
+                               f"{cls.executor} executor; start the server with --executor {given}")
+        known = {f.name: f for f in fields(cls)}
+        missing = [name for name, f in known.items() if name not in data
+                   and f.default is MISSING and f.default_factory is MISSING]
+        if missing:
+            raise ThriftyError(f"a stored {cls.executor} handle lacks {', '.join(missing)}")
+        return cls(**{name: tuple(value) if isinstance(value, list) else value
+                      for name, value in data.items() if name in known})
+
+    @classmethod
+    def read(cls, handle: Handle | Mapping[str, Any] | None) -> Self | None:
+        """`handle` as this executor's type; None for an attempt without one (a launch that
+        failed, or one whose handle never reached the store)."""
+        if isinstance(handle, cls):
+            return handle
+        if isinstance(handle, Handle):
+            raise ThriftyError(f"a {handle.executor} handle was given to the {cls.executor} "
+                               "executor")
+        if not handle or "key" not in handle:
+            return None
+        return cls.from_dict(handle)
+
+
+AnyHandle = Handle | Mapping[str, Any]  # a handle, or the dict the store gives back
 
 
 @dataclass(frozen=True)
@@ -48,6 +98,11 @@ class AttemptStatus:
     def running(self) -> bool:
         return any(code is None for code in self.exit_codes)
 
+    @classmethod
+    def missing(cls) -> AttemptStatus:
+        """An attempt with no handle on record: its replicas cannot be found, so they are lost."""
+        return cls([LOST], "the attempt has no replicas on record")
+
     def outcome(self) -> str:
         """`succeeded`, `resize` (checkpointed on request, or lost: resume elsewhere), `failed`."""
         codes = [c for c in self.exit_codes if c is not None]
@@ -68,16 +123,16 @@ class Executor(Protocol):
         ...
 
     def launch(self, launch: Launch) -> Handle:
-        """Start every replica of the attempt; returns at once with a JSON-able handle."""
+        """Start every replica of the attempt; returns at once with its handle."""
         ...
 
-    def poll(self, handle: Handle) -> AttemptStatus: ...
+    def poll(self, handle: AnyHandle) -> AttemptStatus: ...
 
-    def stop(self, handles: Sequence[Handle], grace_s: float) -> None:
+    def stop(self, handles: Sequence[AnyHandle], grace_s: float) -> None:
         """Ask the attempts to checkpoint and exit (SIGTERM); kill what is left after grace_s."""
         ...
 
-    def adopt(self, handle: Handle) -> bool:
+    def adopt(self, handle: AnyHandle) -> bool:
         """After a control-plane restart: True when the attempt still runs and is managed again."""
         ...
 

@@ -13,23 +13,32 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from thrifty.cluster.executor import LOST, AttemptStatus, Handle, Launch
+from thrifty.cluster.executor import LOST, AnyHandle, AttemptStatus, Handle, Launch
+from thrifty.cluster.ray_keeper import free_port
+from thrifty.contract import Env
 from thrifty.errors import ThriftyError
 from thrifty.policy.base import NodeView
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@dataclass(frozen=True)
+class LocalHandle(Handle):
+    """An attempt's replica processes: pid and kernel start time each (a reused pid is told
+    apart), the files their wrappers write the exit status to, the GPUs they hold."""
+
+    pids: tuple[int, ...] = ()
+    starts: tuple[int | None, ...] = ()
+    exit_files: tuple[str, ...] = ()
+    devices: tuple[int, ...] = ()
+    report: str | None = None
+    executor: ClassVar[str] = "local"
 
 
 def count_gpus() -> int:
@@ -67,14 +76,15 @@ def read_report(path: str | None) -> dict[str, Any] | None:
 
 
 class LocalExecutor:
-    """Runs replicas as local processes. `slots` caps CPU replicas (default: one per core)."""
+    """Runs replicas as local processes. `slots` caps CPU replicas (default: one per core);
+    `gpu_kind` names this machine's GPUs (Settings.gpu_kind; default `gpu`)."""
 
     name = "local"
 
     def __init__(self, slots: int | None = None, gpu_kind: str | None = None,
                  node_name: str = "local") -> None:
         gpus = count_gpus()
-        self.kind = "cpu" if gpus == 0 else (gpu_kind or os.environ.get("THRIFTY_GPU_KIND", "gpu"))
+        self.kind = "cpu" if gpus == 0 else (gpu_kind or "gpu")
         self.capacity = gpus or slots or os.cpu_count() or 1
         if self.capacity < 1:
             raise ThriftyError(f"slots must be at least 1, got {slots}")
@@ -91,7 +101,7 @@ class LocalExecutor:
         self._busy_devices[job_key] = free
         return free
 
-    def launch(self, launch: Launch) -> Handle:
+    def launch(self, launch: Launch) -> LocalHandle:
         replicas = launch.allocation.num_replicas
         if set(launch.allocation.gpus) != {self.node_name}:
             raise ThriftyError(
@@ -104,16 +114,22 @@ class LocalExecutor:
         key = f"{launch.job_id}/{launch.attempt}"
         devices = self._devices(key, replicas) if self.kind != "cpu" else []
         report = launch.log_dir.parent / "report.json"
-        handle: Handle = {"key": key, "pids": [], "starts": [], "exit_files": [],
-                          "devices": devices, "report": str(report)}
-        base = {**os.environ, **launch.spec.env, **launch.env, "THRIFTY_REPORT": str(report)}
+        pids: list[int] = []
+        starts: list[int | None] = []
+        exit_files: list[str] = []
+
+        def handle() -> LocalHandle:
+            return LocalHandle(key, tuple(pids), tuple(starts), tuple(exit_files),
+                               tuple(devices), str(report))
+
+        base = {**os.environ, **launch.spec.env, **launch.env, Env.REPORT: str(report),
+                Env.ALLOCATION: launch.allocation.to_json()}
         for rank in range(replicas):
             env = {
                 **base,
                 "RANK": str(rank), "WORLD_SIZE": str(replicas),
                 "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(replicas),
                 "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-                "THRIFTY_GPU_KIND": self.kind,
                 "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
             }
             if devices:
@@ -128,22 +144,22 @@ class LocalExecutor:
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                             start_new_session=True)
                 except OSError as err:
-                    self.stop([handle], grace_s=0)
+                    self.stop([handle()], grace_s=0)
                     raise ThriftyError(
                         f"job {launch.job_id}: cannot start replica {rank} in {workdir}: {err}"
                     ) from err
             self._children[proc.pid] = proc
-            handle["pids"].append(proc.pid)
-            handle["starts"].append(_start_time(proc.pid))
-            handle["exit_files"].append(str(exit_file))
-        return handle
+            pids.append(proc.pid)
+            starts.append(_start_time(proc.pid))
+            exit_files.append(str(exit_file))
+        return handle()
 
-    def _exit_code(self, handle: Handle, rank: int) -> int | None:
-        pid, start = handle["pids"][rank], handle["starts"][rank]
+    def _exit_code(self, handle: LocalHandle, rank: int) -> int | None:
+        pid, start = handle.pids[rank], handle.starts[rank]
         child = self._children.get(pid)
         if child is not None and child.poll() is None:
             return None
-        exit_file = Path(handle["exit_files"][rank])
+        exit_file = Path(handle.exit_files[rank])
         if exit_file.is_file():
             with contextlib.suppress(ValueError, OSError):
                 return int(exit_file.read_text().strip())
@@ -152,26 +168,30 @@ class LocalExecutor:
         alive = start is not None and _start_time(pid) == start
         return None if alive else LOST
 
-    def poll(self, handle: Handle) -> AttemptStatus:
-        codes = [self._exit_code(handle, rank) for rank in range(len(handle["pids"]))]
+    def poll(self, handle: AnyHandle) -> AttemptStatus:
+        handle = LocalHandle.read(handle)
+        if handle is None or not handle.pids:
+            return AttemptStatus.missing()
+        codes = [self._exit_code(handle, rank) for rank in range(len(handle.pids))]
         if not any(code is None for code in codes):
             self._forget(handle)
         lost = [r for r, c in enumerate(codes) if c == LOST]
         note = f"replica(s) {lost} vanished without an exit status" if lost else ""
-        return AttemptStatus(codes, note, {"report": read_report(handle.get("report"))})
+        return AttemptStatus(codes, note, {"report": read_report(handle.report)})
 
-    def _forget(self, handle: Handle) -> None:
-        self._busy_devices.pop(handle.get("key", ""), None)
-        for pid in handle["pids"]:
+    def _forget(self, handle: LocalHandle) -> None:
+        self._busy_devices.pop(handle.key, None)
+        for pid in handle.pids:
             self._children.pop(pid, None)
 
-    def _signal(self, handle: Handle, sig: signal.Signals) -> None:
-        for rank, pid in enumerate(handle["pids"]):
+    def _signal(self, handle: LocalHandle, sig: signal.Signals) -> None:
+        for rank, pid in enumerate(handle.pids):
             if self._exit_code(handle, rank) is None:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pid, sig)
 
-    def stop(self, handles: Sequence[Handle], grace_s: float) -> None:
+    def stop(self, given: Sequence[AnyHandle], grace_s: float) -> None:
+        handles = [h for h in map(LocalHandle.read, given) if h is not None]
         for handle in handles:
             self._signal(handle, signal.SIGTERM)
         deadline = time.monotonic() + grace_s
@@ -184,12 +204,11 @@ class LocalExecutor:
                 while self.poll(handle).running and time.monotonic() < end:
                     time.sleep(0.05)
 
-    def adopt(self, handle: Handle) -> bool:
+    def adopt(self, handle: AnyHandle) -> bool:
+        handle = LocalHandle.read(handle)
         status = self.poll(handle)
-        if status.running:
-            key = handle.get("key", "")
-            if handle.get("devices"):
-                self._busy_devices[key] = list(handle["devices"])
+        if status.running and handle is not None and handle.devices:
+            self._busy_devices[handle.key] = list(handle.devices)
         return status.running
 
     def close(self) -> None:

@@ -6,9 +6,8 @@ torch.distributed environment set, as torchrun would set it, and answers for it:
 the job's report (rank 0), stop requests. Keepers are named `thrifty:{job}:{attempt}:{rank}` and
 detached, so they outlive the control plane and a restarted one finds them again by name (`adopt`).
 
-Nodes declare their GPU kind with a node label, `ray start --labels thrifty.gpu-kind=A100`, or a
-custom resource, `--resources '{"gpu-kind:A100": 1}'`; otherwise Ray's own accelerator type is
-used. A node without GPUs offers one CPU replica per CPU.
+How nodes declare their GPU kind: `thrifty.cluster.ray_nodes`. The keeper actor:
+`thrifty.cluster.ray_keeper`.
 
 Requirements on the cluster: the job's own software on every node (Python, PyTorch, thrifty for
 thrifty.train; keepers themselves need only Ray, they travel by value), and the job's working
@@ -24,21 +23,14 @@ checkpoint on what is left.
 from __future__ import annotations
 
 import contextlib
-import json
+import dataclasses
 import logging
 import math
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import ray
 from ray import cloudpickle
@@ -51,191 +43,40 @@ from ray.exceptions import (
 )
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from thrifty.cluster.executor import LOST, AttemptStatus, Handle, Launch
+from thrifty.cluster import ray_keeper
+from thrifty.cluster.executor import LOST, AnyHandle, AttemptStatus, Handle, Launch
+from thrifty.cluster.ray_keeper import PYTHON, Keeper
+from thrifty.cluster.ray_nodes import node_index
+from thrifty.contract import Env
 from thrifty.errors import ThriftyError
 from thrifty.policy.base import NodeView
 
 log = logging.getLogger(__name__)
 
-GPU_KIND_LABEL = "thrifty.gpu-kind"
-GPU_KIND_RESOURCE = "gpu-kind:"  # a custom resource "gpu-kind:T4" marks a node of T4s
-NODE_NAME_LABEL = "thrifty.node-name"
-_RAY_ACCELERATOR_LABEL = "ray.io/accelerator-type"
-_RAY_ACCELERATOR_RESOURCE = "accelerator_type:"
-
 ACTOR_PREFIX = "thrifty:"
-PYTHON = "{python}"  # in a replica's command: the Python that Ray runs on the replica's node
 _FINISHED_KEPT = 1000
 
-# Started before the job's command: ask the kernel to end it (SIGTERM) when its keeper dies, so a
-# replica never outlives the actor that answers for it, then become the command. thrifty.train
-# replaces this with its own parent-death handling (a checkpoint first).
-_SHIM = """\
-import ctypes, os, sys
-parent, argv = int(sys.argv[1]), sys.argv[2:]
-try:
-    ctypes.CDLL(None).prctl(1, 15, 0, 0, 0)
-except (OSError, AttributeError):
-    pass
-if os.getppid() != parent:
-    sys.exit(75)
-try:
-    os.execvp(argv[0], argv)
-except OSError as err:
-    print(f"thrifty: cannot start {argv[0]}: {err}", file=sys.stderr, flush=True)
-    sys.exit(127)
-"""
+# Keepers are shipped to the nodes by value (see thrifty.cluster.ray_keeper).
+cloudpickle.register_pickle_by_value(ray_keeper)
+_RemoteKeeper = ray.remote(max_restarts=0)(Keeper)
 
 
-def free_port() -> int:
-    """A TCP port free on every address of this machine (the rendezvous listens on all)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("", 0))
-        return int(sock.getsockname()[1])
+@dataclass(frozen=True)
+class RayHandle(Handle):
+    """An attempt's keepers by actor name, with the nodes (and Ray node ids) they run on."""
 
-
-def interface_of(ip: str) -> str | None:
-    """The network interface holding `ip` (Linux), for GLOO/NCCL_SOCKET_IFNAME.
-
-    Without it gloo resolves the host name, which on many machines means an address peers on
-    other nodes cannot reach (or, on one machine with several loopback nodes, the wrong one).
-    """
-    if ip.startswith("127."):
-        return "lo"
-    try:
-        import fcntl
-        import struct
-
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            for _, name in socket.if_nameindex():
-                with contextlib.suppress(OSError):
-                    raw = fcntl.ioctl(sock.fileno(), 0x8915,  # SIOCGIFADDR
-                                      struct.pack("256s", name[:15].encode()))
-                    if socket.inet_ntoa(raw[20:24]) == ip:
-                        return name
-    except (ImportError, OSError):
-        return None
-    return None
-
-
-class Replica:
-    """Keeps one replica on its node: starts its process, reports on it, stops it.
-
-    Runs as a Ray actor; every method returns at once (a stop's grace runs on a timer), so one
-    slow call never holds up a poll of the whole attempt.
-    """
-
-    def __init__(self) -> None:
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.code: int | None = None  # set when the command could not even start
-        self.report_dir: Path | None = None
-        self._killer: threading.Timer | None = None
-
-    def describe(self, rendezvous: bool) -> dict[str, Any]:
-        """Where this keeper runs; rank 0's also picks the rendezvous port and report file."""
-        ip = ray.util.get_node_ip_address()
-        info: dict[str, Any] = {
-            "ip": ip,
-            "node_id": ray.get_runtime_context().get_node_id(),
-            "gpus": [str(g) for g in ray.get_gpu_ids()],
-            "ifname": interface_of(ip),
-            "pid": os.getpid(),
-        }
-        if rendezvous:
-            self.report_dir = Path(tempfile.mkdtemp(prefix="thrifty-report-"))
-            info["port"] = free_port()
-            info["report"] = str(self.report_dir / "report.json")
-        return info
-
-    def start(self, argv: list[str], cwd: str, env: dict[str, str], log_path: str) -> int:
-        """Start the command (in a process group of its own) with this node's environment and
-        `env` over it; returns its pid, 0 if it could not start (status() then says 127)."""
-        if self.proc is not None or self.code is not None:
-            return self.proc.pid if self.proc else 0
-        path = Path(log_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        argv = [sys.executable if part == PYTHON else part for part in argv]
-        command = [sys.executable, "-c", _SHIM, str(os.getpid()), *argv]
-        with open(path, "ab") as out:
-            try:
-                self.proc = subprocess.Popen(command, cwd=cwd, env={**os.environ, **env},
-                                             stdout=out,
-                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                             process_group=0)
-            except OSError as err:
-                out.write(f"thrifty: cannot start {argv[0]} in {cwd}: {err}\n".encode())
-                self.code = 127
-                return 0
-        return self.proc.pid
-
-    def status(self) -> int | None:
-        """The exit status (128 + N when killed by signal N), None while it runs."""
-        if self.code is not None or self.proc is None:
-            return self.code
-        code = self.proc.poll()
-        if code is None:
-            return None
-        return 128 - code if code < 0 else code
-
-    def report(self) -> dict[str, Any] | None:
-        if self.report_dir is None:
-            return None
-        try:
-            data = json.loads((self.report_dir / "report.json").read_text())
-        except (OSError, ValueError):
-            return None
-        return data if isinstance(data, dict) else None
-
-    def _signal(self, sig: signal.Signals) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.proc.pid, sig)
-
-    def terminate(self, grace_s: float) -> int | None:
-        """SIGTERM the replica's process group now, SIGKILL it after `grace_s` seconds."""
-        if grace_s <= 0:
-            self._signal(signal.SIGKILL)
-            return self.status()
-        self._signal(signal.SIGTERM)
-        if self._killer is None and self.status() is None:
-            self._killer = threading.Timer(grace_s, self._signal, (signal.SIGKILL,))
-            self._killer.daemon = True
-            self._killer.start()
-        return self.status()
-
-    def cleanup(self) -> None:
-        """Before the keeper is killed: nothing of the replica may outlive it."""
-        self._signal(signal.SIGKILL)
-        if self.proc is not None:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=5)
-        if self.report_dir is not None:
-            shutil.rmtree(self.report_dir, ignore_errors=True)
-
-
-# Keepers are shipped to the nodes by value: a new keeper then starts in the time a bare Ray
-# worker takes, instead of importing thrifty (and with it PyTorch, seconds per process) first.
-cloudpickle.register_pickle_by_value(sys.modules[__name__])
-_RemoteReplica = ray.remote(max_restarts=0)(Replica)
+    namespace: str = "thrifty"
+    actors: tuple[str, ...] = ()
+    nodes: tuple[str, ...] = ()
+    node_ids: tuple[str, ...] = ()
+    ips: tuple[str, ...] = ()
+    pids: tuple[int, ...] = ()
+    report: str | None = None
+    executor: ClassVar[str] = "ray"
 
 
 def actor_name(job_id: str, attempt: int, rank: int) -> str:
     return f"{ACTOR_PREFIX}{job_id}:{attempt}:{rank}"
-
-
-def _node_kind(node: Mapping[str, Any]) -> str | None:
-    """The GPU kind a node declares, or None when it says nothing."""
-    labels = node.get("Labels") or {}
-    if labels.get(GPU_KIND_LABEL):
-        return str(labels[GPU_KIND_LABEL])
-    resources = node.get("Resources") or {}
-    for prefix in (GPU_KIND_RESOURCE, _RAY_ACCELERATOR_RESOURCE):
-        for key in resources:
-            if key.startswith(prefix) and len(key) > len(prefix):
-                return key[len(prefix):]
-    if labels.get(_RAY_ACCELERATOR_LABEL):
-        return str(labels[_RAY_ACCELERATOR_LABEL])
-    return None
 
 
 class RayExecutor:
@@ -288,23 +129,7 @@ class RayExecutor:
         return self._alive_cache[1]
 
     def _index(self) -> dict[str, tuple[NodeView, dict[str, Any]]]:
-        """Alive nodes by thrifty name: label, else IP (with the id when IPs repeat)."""
-        alive = self._alive()
-        ips = [n["NodeManagerAddress"] for n in alive]
-        index: dict[str, tuple[NodeView, dict[str, Any]]] = {}
-        for node in alive:
-            ip = node["NodeManagerAddress"]
-            name = (node.get("Labels") or {}).get(NODE_NAME_LABEL) or (
-                ip if ips.count(ip) == 1 else f"{ip}/{node['NodeID'][:8]}")
-            resources = node.get("Resources") or {}
-            gpus = int(resources.get("GPU", 0))
-            if gpus > 0:
-                view = NodeView(name, _node_kind(node) or "gpu", gpus)
-            else:
-                view = NodeView(name, "cpu", int(resources.get("CPU", 0)))
-            if view.num_gpus > 0:
-                index[name] = (view, node)
-        return index
+        return node_index(self._alive())
 
     def nodes(self) -> tuple[NodeView, ...]:
         return tuple(view for view, _ in sorted(self._index().values(), key=lambda v: v[0].name))
@@ -321,7 +146,7 @@ class RayExecutor:
             log.warning("job %s: stopping leftover replicas %s", job_id, names)
             self._stop_named(names, grace_s=10.0)
 
-    def launch(self, launch: Launch) -> Handle:
+    def launch(self, launch: Launch) -> RayHandle:
         alloc = launch.allocation
         index = self._index()
         unknown = [n for n in alloc.gpus if n not in index]
@@ -337,19 +162,16 @@ class RayExecutor:
         actors = []
         for rank, (node, _) in enumerate(placement):
             strategy = NodeAffinitySchedulingStrategy(index[node][1]["NodeID"], soft=False)
-            actors.append(_RemoteReplica.options(
+            actors.append(_RemoteKeeper.options(
                 name=names[rank], namespace=self.namespace, lifetime="detached",
                 num_cpus=0 if gpu else 1, num_gpus=1 if gpu else 0,
                 scheduling_strategy=strategy,
             ).remote())
-        handle: Handle = {
-            "executor": self.name,
-            "namespace": self.namespace,
-            "key": f"{launch.job_id}/{launch.attempt}",
-            "actors": names,
-            "nodes": [node for node, _ in placement],
-            "node_ids": [index[node][1]["NodeID"] for node, _ in placement],
-        }
+        handle = RayHandle(
+            key=f"{launch.job_id}/{launch.attempt}", namespace=self.namespace,
+            actors=tuple(names), nodes=tuple(node for node, _ in placement),
+            node_ids=tuple(index[node][1]["NodeID"] for node, _ in placement),
+        )
         self._actors.update(zip(names, actors, strict=True))
         try:
             infos = ray.get([a.describe.remote(r == 0) for r, a in enumerate(actors)],
@@ -371,17 +193,17 @@ class RayExecutor:
         except RayError as err:
             return self._failed_launch(
                 handle, err, f"job {launch.job_id}: replicas did not start ({err})")
-        handle.update(ips=[info["ip"] for info in infos], pids=pids, report=infos[0]["report"])
-        return handle
+        return dataclasses.replace(handle, ips=tuple(info["ip"] for info in infos),
+                                   pids=tuple(pids), report=infos[0]["report"])
 
-    def _failed_launch(self, handle: Handle, err: RayError, message: str) -> Handle:
+    def _failed_launch(self, handle: RayHandle, err: RayError, message: str) -> RayHandle:
         """Undo a launch. A node that died meanwhile makes it a lost attempt (the handle is
         returned, and poll reports those replicas lost: the job is resumed, not failed);
         anything else is the launch's failure."""
         self._release(handle)
         alive = self._alive_ids(max_age_s=0.0)
-        if not isinstance(err, GetTimeoutError) and not alive >= set(handle["node_ids"]):
-            log.warning("%s: a node died during the launch", handle["key"])
+        if not isinstance(err, GetTimeoutError) and not alive >= set(handle.node_ids):
+            log.warning("%s: a node died during the launch", handle.key)
             return handle
         raise ThriftyError(message) from err
 
@@ -402,10 +224,10 @@ class RayExecutor:
                 **base,
                 "RANK": str(rank), "WORLD_SIZE": str(world),
                 "LOCAL_RANK": str(local), "LOCAL_WORLD_SIZE": str(alloc.gpus[node]),
-                # An uneven spread ({a: 2, b: 1}) has no whole WORLD_SIZE / LOCAL_WORLD_SIZE.
-                "THRIFTY_NUM_NODES": str(len(alloc.gpus)),
                 "MASTER_ADDR": infos[0]["ip"], "MASTER_PORT": str(infos[0]["port"]),
-                "THRIFTY_GPU_KIND": alloc.kind, "THRIFTY_REPORT": infos[0]["report"],
+                # The whole allocation (kind, nodes: an uneven spread such as {a: 2, b: 1} has
+                # no whole WORLD_SIZE / LOCAL_WORLD_SIZE) travels as one value.
+                Env.ALLOCATION: alloc.to_json(), Env.REPORT: infos[0]["report"],
                 "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1",
                 # LOCAL_RANK indexes the GPUs of this job on this node, as under torchrun.
                 "CUDA_VISIBLE_DEVICES": ",".join(devices[node]),
@@ -428,14 +250,14 @@ class RayExecutor:
             self._actors[name] = actor
         return actor
 
-    def poll(self, handle: Handle) -> AttemptStatus:
-        key = handle.get("key", "")
+    def poll(self, handle: AnyHandle) -> AttemptStatus:
+        handle = RayHandle.read(handle)
+        if handle is None or not handle.actors:
+            return AttemptStatus.missing()
+        key = handle.key
         if key in self._finished:
             return self._finished[key]
-        if not handle.get("actors"):
-            return AttemptStatus([LOST], "the attempt has no replicas on record")
-        names: list[str] = handle["actors"]
-        actors = [self._actor(n) for n in names]
+        actors = [self._actor(n) for n in handle.actors]
         codes: list[int | None] = [LOST if a is None else None for a in actors]
         refs = {r: a.status.remote() for r, a in enumerate(actors) if a is not None}
         report_ref = actors[0].report.remote() if actors[0] is not None else None
@@ -448,7 +270,7 @@ class RayExecutor:
                 codes[rank] = LOST
             except (GetTimeoutError, RayActorError):
                 # No answer yet (busy, or its node is failing): lost only once the node is gone.
-                codes[rank] = None if handle["node_ids"][rank] in self._alive_ids() else LOST
+                codes[rank] = None if handle.node_ids[rank] in self._alive_ids() else LOST
         report = None
         if report_ref is not None:
             with contextlib.suppress(GetTimeoutError, RayActorError, ActorUnschedulableError):
@@ -465,7 +287,7 @@ class RayExecutor:
         while len(self._finished) > _FINISHED_KEPT:
             self._finished.pop(next(iter(self._finished)))
 
-    def _settle(self, handle: Handle, codes: list[int | None],
+    def _settle(self, handle: RayHandle, codes: list[int | None],
                 report: dict[str, Any] | None) -> AttemptStatus:
         """Turn a lost replica into the end of the whole attempt.
 
@@ -477,16 +299,16 @@ class RayExecutor:
         lost = [r for r, c in enumerate(codes) if c == LOST]
         if not lost:
             return AttemptStatus(codes, "", {"report": report})
-        key = handle.get("key", "")
+        key = handle.key
         running = [r for r, c in enumerate(codes) if c is None]
         if running and key not in self._stopping:
             self._stopping.add(key)
             for rank in running:
-                actor = self._actor(handle["actors"][rank])
+                actor = self._actor(handle.actors[rank])
                 if actor is not None:
                     actor.terminate.remote(self.lost_grace_s)
         alive = self._alive_ids()
-        dead = sorted({handle["nodes"][r] for r in lost if handle["node_ids"][r] not in alive})
+        dead = sorted({handle.nodes[r] for r in lost if handle.node_ids[r] not in alive})
         if dead:
             note = f"replica(s) {lost} lost with node(s) {', '.join(dead)}"
         else:
@@ -497,9 +319,9 @@ class RayExecutor:
         codes = [LOST if r in failed else c for r, c in enumerate(codes)]
         return AttemptStatus(codes, note, {"report": report})
 
-    def _release(self, handle: Handle) -> None:
+    def _release(self, handle: RayHandle) -> None:
         """The attempt is over: end the keepers (they hold their node's GPU or CPU)."""
-        names: list[str] = handle.get("actors", [])
+        names = handle.actors
         actors = [a for a in (self._actor(n) for n in names) if a is not None]
         cleanups = [a.cleanup.remote() for a in actors]
         with contextlib.suppress(GetTimeoutError, RayActorError, ActorUnschedulableError):
@@ -507,7 +329,7 @@ class RayExecutor:
         self._kill(actors)
         for name in names:
             self._actors.pop(name, None)
-        self._stopping.discard(handle.get("key", ""))
+        self._stopping.discard(handle.key)
 
     @staticmethod
     def _kill(actors: Sequence[Any]) -> None:
@@ -556,10 +378,11 @@ class RayExecutor:
                 out.append(LOST)
         return out
 
-    def stop(self, handles: Sequence[Handle], grace_s: float) -> None:
+    def stop(self, handles: Sequence[AnyHandle], grace_s: float) -> None:
         """Ask every replica of every attempt to checkpoint and exit; kill what is left."""
-        live = [h for h in handles if h.get("actors") and h.get("key") not in self._finished]
-        actors = [a for h in live for a in (self._actor(n) for n in h["actors"]) if a is not None]
+        read = [RayHandle.read(h) for h in handles]
+        live = [h for h in read if h is not None and h.actors and h.key not in self._finished]
+        actors = [a for h in live for a in (self._actor(n) for n in h.actors) if a is not None]
         if actors:
             self._terminate(actors, grace_s)
         for handle in live:
@@ -567,12 +390,13 @@ class RayExecutor:
             if status.running:  # unreachable keepers of a node that is not yet declared dead
                 self._release(handle)
                 codes = [LOST if c is None else c for c in status.exit_codes]
-                self._remember(handle["key"], AttemptStatus(
+                self._remember(handle.key, AttemptStatus(
                     codes, "replicas did not answer the stop request; their keepers were killed",
                     status.extra))
 
-    def adopt(self, handle: Handle) -> bool:
-        if not handle.get("actors") or handle.get("namespace", self.namespace) != self.namespace:
+    def adopt(self, handle: AnyHandle) -> bool:
+        handle = RayHandle.read(handle)
+        if handle is None or not handle.actors or handle.namespace != self.namespace:
             return False
         return self.poll(handle).running
 

@@ -1,7 +1,7 @@
 """The durable job store: every state change is committed here before anyone acts on it.
 
 SQLite in `~/.thrifty/thrifty.db` by default (WAL mode, so the API reads while the scheduler
-writes), PostgreSQL or anything SQLAlchemy speaks when THRIFTY_DB_URL says so. The schema is
+writes), PostgreSQL or anything SQLAlchemy speaks when `Settings.db_url` says so. The schema is
 created and upgraded by Alembic migrations when the store opens, so an old database keeps working
 after an upgrade of thrifty.
 """
@@ -9,7 +9,7 @@ after an upgrade of thrifty.
 from __future__ import annotations
 
 import hashlib
-import os
+import json
 import secrets
 import time
 import uuid
@@ -20,12 +20,12 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import create_engine, event, func, select
+from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from thrifty.cluster.schema import Event, JobRow, ReportRow, User
+from thrifty.cluster.schema import AllocationRow, Attempt, Event, JobRow, ReportRow, User
 from thrifty.cluster.spec import JobSpec
 from thrifty.cluster.states import (  # noqa: F401  (re-exported: the store's vocabulary)
     ACTIVE_STATES,
@@ -37,23 +37,27 @@ from thrifty.cluster.states import (  # noqa: F401  (re-exported: the store's vo
     SUCCEEDED,
     TERMINAL_STATES,
 )
+from thrifty.contract import Env
 from thrifty.errors import ThriftyError
+from thrifty.settings import Settings
 
 REPORT_HISTORY_S = 60.0  # keep a reported model at least this often, and at every batch change
 
 
 def thrifty_home() -> Path:
-    """Where the database, logs and checkpoints live: $THRIFTY_HOME or ~/.thrifty."""
-    return Path(os.environ.get("THRIFTY_HOME") or Path.home() / ".thrifty")
+    """`Settings.load().home`, for callers that were not handed their settings (ControlPlane
+    without `home`); new code takes `home` from the Settings its edge loaded."""
+    return Settings.load().home
 
 
-def default_db_url() -> str:
-    url = os.environ.get("THRIFTY_DB_URL")
-    if url:
-        return url
-    home = thrifty_home()
-    home.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{home / 'thrifty.db'}"
+def _to_json(value: Any) -> str:
+    """JSON columns take typed values too (an executor's handle): stored as their to_dict()."""
+    def default(obj: Any) -> Any:
+        if hasattr(obj, "to_dict"):
+            return obj.to_dict()
+        raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+
+    return json.dumps(value, default=default)
 
 
 def hash_token(token: str) -> str:
@@ -98,7 +102,9 @@ class Store:
     """Sessions on one database, plus the few queries several parts share."""
 
     def __init__(self, url: str | None = None) -> None:
-        self.url = url or default_db_url()
+        """`url`: a SQLAlchemy URL, as `Settings.database_url()` gives it (None: that of the
+        settings loaded now, for callers that were not handed theirs)."""
+        self.url = url or Settings.load().database_url()
         sqlite = self.url.startswith("sqlite")
         try:
             self.engine = create_engine(
@@ -106,13 +112,15 @@ class Store:
                 connect_args={"check_same_thread": False, "timeout": 30} if sqlite else {},
                 pool_size=10 if sqlite else 5,
                 max_overflow=20,
+                json_serializer=_to_json,
             )
             if sqlite:
                 event.listen(self.engine, "connect", _sqlite_pragmas)
             migrate(self.engine)
         except Exception as err:
             raise ThriftyError(
-                f"cannot open the job store at {self.url}: {err}; check THRIFTY_DB_URL"
+                f"cannot open the job store at {self.url}: {err}; check {Env.DB_URL} (or "
+                "--db)"
             ) from err
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -139,6 +147,10 @@ class Store:
                 user.token_hash, user.admin = hash_token(token), admin
         return token
 
+    def has_user(self, name: str) -> bool:
+        with self.session() as s:
+            return s.get(User, name) is not None
+
     def user_for_token(self, token: str) -> User | None:
         with self.session() as s:
             return s.scalar(select(User).where(User.token_hash == hash_token(token)))
@@ -154,11 +166,9 @@ class Store:
         """Store a new queued job. A repeated `request_key` (a client's retry of the same
         submission) returns the job stored the first time instead of a second copy."""
         now = time.time() if now is None else now
-        if request_key is not None:
-            with self.session() as s:
-                known = s.scalar(select(JobRow).where(JobRow.request_key == request_key))
-            if known is not None:
-                return known
+        known = self.job_for_request(request_key)
+        if known is not None:
+            return known
         row = JobRow(
             id=new_job_id(spec.name), name=spec.name, owner=spec.owner, team=spec.team,
             spec=spec.model_dump(mode="json"), state=QUEUED, priority=spec.priority,
@@ -173,16 +183,83 @@ class Store:
         except IntegrityError:
             if request_key is None:
                 raise
-            with self.session() as s:  # the same request, racing itself: the first one won
-                known = s.scalar(select(JobRow).where(JobRow.request_key == request_key))
-            if known is None:
+            known = self.job_for_request(request_key)  # the same request racing itself: the first
+            if known is None:  # one won
                 raise
             return known
         return row
 
+    def job_for_request(self, request_key: str | None) -> JobRow | None:
+        """The job a submission with this idempotency key stored, if any."""
+        if request_key is None:
+            return None
+        with self.session() as s:
+            return s.scalar(select(JobRow).where(JobRow.request_key == request_key))
+
     def get(self, job_id: str) -> JobRow | None:
         with self.session() as s:
             return s.get(JobRow, job_id)
+
+    def count_jobs(self, owner: str | None = None, states: Sequence[str] | None = None) -> int:
+        """How many jobs `jobs()` would list without a page limit."""
+        query = select(func.count()).select_from(JobRow)
+        if owner is not None:
+            query = query.where(JobRow.owner == owner)
+        if states:
+            query = query.where(JobRow.state.in_(list(states)))
+        with self.session() as s:
+            return int(s.scalar(query) or 0)
+
+    def counts_by_state(self) -> dict[str, int]:
+        """Jobs per state, every state named (0 for an empty one)."""
+        with self.session() as s:
+            pairs = s.execute(select(JobRow.state, func.count()).group_by(JobRow.state)).all()
+        return {**dict.fromkeys((*ACTIVE_STATES, *TERMINAL_STATES), 0),
+                **{str(k): int(v) for k, v in pairs}}
+
+    def gpus_in_use(self) -> dict[str, int]:
+        """GPUs (CPU slots) that running and restarting jobs hold, by node."""
+        used: dict[str, int] = {}
+        for row in self.jobs(states=[RUNNING, RESTARTING]):
+            for node, count in ((row.allocation or {}).get("gpus") or {}).items():
+                used[node] = used.get(node, 0) + int(count)
+        return used
+
+    def attempts(self, job_id: str) -> list[Attempt]:
+        with self.session() as s:
+            return list(s.scalars(select(Attempt).where(Attempt.job_id == job_id)
+                                  .order_by(Attempt.number)))
+
+    def last_attempt(self, job_id: str) -> int:
+        """The number of the job's newest attempt; 0 before its first."""
+        with self.session() as s:
+            return s.scalar(select(func.max(Attempt.number))
+                            .where(Attempt.job_id == job_id)) or 0
+
+    def usage_history(self, owner: str | None = None, since: float | None = None
+                      ) -> list[tuple[JobRow, list[AllocationRow]]]:
+        """Jobs in submission order, each with the allocations it held (oldest first): what a
+        ledger is priced from. `owner`: only theirs; `since`: only jobs that held GPUs after it."""
+        query = select(JobRow).order_by(JobRow.submitted_at)
+        if owner is not None:
+            query = query.where(JobRow.owner == owner)
+        if since is not None:
+            recent = select(AllocationRow.job_id).where(
+                (AllocationRow.end.is_(None)) | (AllocationRow.end >= since))
+            query = query.where(JobRow.id.in_(recent))
+        with self.session() as s:
+            jobs = list(s.scalars(query))
+            history: dict[str, list[AllocationRow]] = {}
+            for row in s.scalars(select(AllocationRow)
+                                 .where(AllocationRow.job_id.in_([j.id for j in jobs]))
+                                 .order_by(AllocationRow.start)):
+                history.setdefault(row.job_id, []).append(row)
+        return [(job, history.get(job.id, [])) for job in jobs]
+
+    def ping(self) -> None:
+        """Raise unless the database answers."""
+        with self.session() as s:
+            s.execute(text("SELECT 1"))
 
     def jobs(
         self,

@@ -5,29 +5,38 @@ Shared by the API, the CLI tables and the demo, so all three say the same thing.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from thrifty.cluster.schema import JobRow
-from thrifty.goodput import GoodputModel
-from thrifty.policy.base import Allocation
+from thrifty.contract import Allocation, JobReport
+from thrifty.errors import ThriftyError
+
+log = logging.getLogger(__name__)
 
 
-def current_goodput(
-    report: dict[str, Any] | None, allocation: dict[str, Any] | None
-) -> float | None:
+def stored_report(job: JobRow) -> JobReport | None:
+    """The job's newest report, parsed; None when it has none or the stored one is malformed
+    (logged: one bad report must not take a job listing or a bill down)."""
+    if not job.report:
+        return None
+    try:
+        return JobReport.from_dict(job.report)
+    except ThriftyError as err:
+        log.warning("job %s: ignoring its stored report: %s", job.id, err)
+        return None
+
+
+def current_goodput(report: JobReport | None, alloc: Allocation | None) -> float | None:
     """Samples/s × statistical efficiency the job's own model predicts on its allocation."""
-    if not report or not allocation or "model" not in report:
+    if report is None or alloc is None or alloc.kind not in report.model.throughput:
         return None
-    alloc = Allocation.from_dict(allocation)
-    model = GoodputModel.from_dict(report["model"])
-    if alloc.kind not in model.throughput:
-        return None
-    return float(model.best(alloc.kind, alloc.num_nodes, alloc.num_replicas)[0])
+    return float(report.model.best(alloc.kind, alloc.num_nodes, alloc.num_replicas)[0])
 
 
 def job_summary(job: JobRow, now: float) -> dict[str, Any]:
     """The fields of a job that tables and the API show."""
-    report = job.report or {}
+    report = stored_report(job)
     end = job.finished_at if job.finished_at is not None else now
     alloc = Allocation.from_dict(job.allocation) if job.allocation else None
     return {
@@ -46,9 +55,9 @@ def job_summary(job: JobRow, now: float) -> dict[str, Any]:
         "restarts": job.restarts,
         "failures": job.failures,
         "replica_seconds": job.replica_seconds,
-        "batch_size": report.get("batch_size"),
-        "epoch": report.get("epoch"),
-        "step": report.get("step"),
-        "goodput": current_goodput(report, job.allocation),
+        "batch_size": None if report is None else report.batch_size,
+        "epoch": None if report is None else report.epoch,
+        "step": None if report is None else report.step,
+        "goodput": current_goodput(report, alloc),
         "message": job.message,
     }

@@ -16,34 +16,33 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
 from thrifty.accounting.carbon import IntensitySeries
-from thrifty.accounting.energy import load_board_power
 from thrifty.accounting.ledger import JobFacts, Ledger, UsageSegment, build_ledger
-from thrifty.accounting.prices import default_price_sheet, load_price_sheet
-from thrifty.accounting.tariff import Tariff, power_model
+from thrifty.accounting.tariff import (
+    Tariff,
+    board_watts,
+    load_sheet,
+    power_model,
+    resolve_intensity,
+)
 from thrifty.cluster.schema import AllocationRow, JobRow
 from thrifty.cluster.store import Store
+from thrifty.cluster.summary import stored_report
 from thrifty.errors import ThriftyError
 from thrifty.policy.base import NodeView
-from thrifty.settings import Settings
-from thrifty.sim.costing import BOARD_POWER, resolve_intensity
 
 log = logging.getLogger(__name__)
 
 DEFAULT_COUNTRY = "DEU"  # the built-in sheet's grid, as a country code CodeCarbon knows
 
 
-def live_tariff(prices: Path | None = None, carbon: str | None = None) -> Tariff:
+def live_tariff(prices: Path | None = None, carbon: str | None = None,
+                data_root: Path | None = None) -> Tariff:
     """The tariff a live cluster bills with: the sheet (default: built-in), board powers (the
-    data folder's table where there is one, the sheet's own watts always), and a static grid
+    table in `data_root` where there is one, the sheet's own watts always), and a static grid
     intensity — a series is indexed from its first reading, which only simulated time shares."""
-    sheet = default_price_sheet() if prices is None else load_price_sheet(prices)
-    data = Settings.from_env().data_root
-    board = {}
-    if data is not None and (data / BOARD_POWER).is_file():
-        board = load_board_power(data / BOARD_POWER)
+    sheet = load_sheet(prices)
+    board = board_watts(data_root, required=False)
     region = carbon or (sheet.region if prices is not None else None) or DEFAULT_COUNTRY
     intensity = resolve_intensity(region, None)
     if isinstance(intensity, IntensitySeries):
@@ -66,7 +65,8 @@ def unpriced(tariff: Tariff, nodes: Iterable[NodeView]) -> list[str]:
 
 def _segments(job: JobRow, rows: Sequence[AllocationRow], tariff: Tariff,
               nodes: dict[str, NodeView], now: float) -> list[UsageSegment]:
-    startup = (job.report or {}).get("startup_s")
+    report = stored_report(job)
+    startup = None if report is None else report.startup_s
     restart_s = float(startup) / len(rows) if startup and rows else 0.0
     segments = []
     for row in rows:
@@ -88,30 +88,17 @@ def live_ledger(store: Store, tariff: Tariff, now: float, nodes: Iterable[NodeVi
     """Every job's usage up to `now` (running allocations are cut there); `owner`: only theirs;
     `since`: only jobs that held GPUs after it (a budget period's, without the whole history)."""
     by_name = {n.name: n for n in nodes}
-    with store.session() as s:
-        query = select(JobRow).order_by(JobRow.submitted_at)
-        if owner is not None:
-            query = query.where(JobRow.owner == owner)
-        if since is not None:
-            recent = select(AllocationRow.job_id).where(
-                (AllocationRow.end.is_(None)) | (AllocationRow.end >= since))
-            query = query.where(JobRow.id.in_(recent))
-        jobs = list(s.scalars(query))
-        ids = [j.id for j in jobs]
-        history: dict[str, list[AllocationRow]] = {}
-        for row in s.scalars(select(AllocationRow).where(AllocationRow.job_id.in_(ids))
-                             .order_by(AllocationRow.start)):
-            history.setdefault(row.job_id, []).append(row)
-        segments: list[UsageSegment] = []
-        facts: list[JobFacts] = []
-        for job in jobs:
-            segments += _segments(job, history.get(job.id, []), tariff, by_name, now)
-            measured = (job.report or {}).get("energy_kwh")
-            facts.append(JobFacts(
-                job=job.id, owner=f"{job.team}/{job.owner}", submit_s=job.submitted_at,
-                application=job.name, completion_s=job.finished_at, restarts=job.restarts,
-                measured_kwh=None if measured is None else float(measured),
-            ))
+    segments: list[UsageSegment] = []
+    facts: list[JobFacts] = []
+    for job, rows in store.usage_history(owner=owner, since=since):
+        segments += _segments(job, rows, tariff, by_name, now)
+        report = stored_report(job)
+        measured = None if report is None else report.energy_kwh
+        facts.append(JobFacts(
+            job=job.id, owner=f"{job.team}/{job.owner}", submit_s=job.submitted_at,
+            application=job.name, completion_s=job.finished_at, restarts=job.restarts,
+            measured_kwh=None if measured is None else float(measured),
+        ))
     meta: dict[str, Any] = {"source": "control plane", "at": now, "prices": tariff.sheet.name,
                             "carbon": tariff.intensity.name}
     return build_ledger(segments, facts, tariff.power, tariff.intensity, meta)

@@ -1,4 +1,5 @@
-"""Cost, energy and carbon of a simulated run: the tariff from files, and the run's ledger.
+"""Cost, energy and carbon of a simulated run: the run's ledger, priced with a tariff that
+`thrifty.accounting.tariff` loads (re-exported here for the simulator's callers).
 
 The simulator prices a run by wrapping its policy in a meter (`thrifty.policy.budgeted`), so every
 allocation granted is billed at its node's price, and then joins the meter's segments with what
@@ -19,7 +20,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from thrifty.accounting.budgets import BudgetBook
@@ -27,16 +27,17 @@ from thrifty.accounting.carbon import (
     CarbonIntensity,
     IntensitySeries,
     ShiftOutcome,
-    StaticIntensity,
-    country_intensity,
     kg_started_earlier,
-    load_intensity_series,
 )
-from thrifty.accounting.energy import load_board_power
 from thrifty.accounting.ledger import JobFacts, Ledger, build_ledger
-from thrifty.accounting.prices import PriceSheet, default_price_sheet, load_price_sheet
-from thrifty.accounting.tariff import Tariff, power_model
-from thrifty.errors import ThriftyError
+from thrifty.accounting.tariff import (  # noqa: F401  (re-exported for the simulator's callers)
+    BOARD_POWER,
+    CARBON_DIR,
+    Tariff,
+    carbon_regions,
+    load_tariff,
+    resolve_intensity,
+)
 from thrifty.policy.base import NodeView, Policy
 from thrifty.policy.budgeted import BudgetedPolicy, MeteredPolicy
 from thrifty.policy.carbon_aware import StartPlan
@@ -44,56 +45,6 @@ from thrifty.sim.cluster import ClusterSpec
 from thrifty.sim.engine import SimResult
 from thrifty.sim.metrics import Summary
 from thrifty.sim.workload import Workload
-
-BOARD_POWER = Path("prices") / "gpu-power.csv"
-CARBON_DIR = Path("carbon")
-
-
-def carbon_regions(data_root: Path) -> dict[str, Path]:
-    """Series shipped in the data folder, by region: `ger_2020-06.csv` is region `ger`."""
-    folder = Path(data_root) / CARBON_DIR
-    if not folder.is_dir():
-        return {}
-    return {p.stem.split("_")[0]: p for p in sorted(folder.glob("*.csv"))}
-
-
-def resolve_intensity(spec: str | None, data_root: Path | None) -> CarbonIntensity:
-    """A number (static gCO2/kWh), a region with a series in the data folder, a CSV file, or a
-    country's ISO 3166 alpha-3 code (its yearly mean, from CodeCarbon's data)."""
-    if spec is None or not str(spec).strip():
-        raise ThriftyError("no carbon region given: use --carbon REGION|CSV|COUNTRY|gCO2/kWh")
-    text = str(spec).strip()
-    try:
-        return StaticIntensity(float(text), name=f"{float(text):g} gCO2/kWh")
-    except ValueError:
-        pass
-    regions = carbon_regions(data_root) if data_root is not None else {}
-    if text in regions:
-        return load_intensity_series(regions[text], name=text)
-    if text.endswith(".csv") and Path(text).is_file():
-        return load_intensity_series(Path(text))
-    if len(text) == 3 and text.isalpha() and text.isupper():
-        return country_intensity(text)
-    known = ", ".join(regions) or "none"
-    raise ThriftyError(
-        f"unknown carbon region '{text}' (regions with a series: {known}; or give a CSV file, "
-        "a country code such as DEU, or a static intensity in gCO2/kWh)"
-    )
-
-
-def load_tariff(
-    data_root: Path,
-    kinds: tuple[str, ...],
-    prices: Path | None = None,
-    carbon: str | None = None,
-) -> Tariff:
-    """Price sheet (default: the built-in one), board power from the data folder, and the grid
-    intensity (`carbon`, else the sheet's region). Every kind is checked now: a kind with no
-    price or no known board fails before anything runs."""
-    sheet: PriceSheet = default_price_sheet() if prices is None else load_price_sheet(prices)
-    power = power_model(sheet, load_board_power(Path(data_root) / BOARD_POWER), kinds)
-    intensity = resolve_intensity(carbon if carbon is not None else sheet.region, data_root)
-    return Tariff(sheet, power, intensity)
 
 
 def check_prices(tariff: Tariff, nodes: Any) -> None:
