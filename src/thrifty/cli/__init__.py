@@ -13,8 +13,7 @@ from typing import Annotated
 import typer
 
 from thrifty import __version__
-from thrifty.cli import accounting, demo, simulate, workload
-from thrifty.cli_cluster import register as register_cluster
+from thrifty.cli import accounting, cluster, demo, simulate, workload
 
 app = typer.Typer(
     name="thrifty",
@@ -45,6 +44,6 @@ simulate.register(app)  # thrifty simulate
 demo.register(app)  # thrifty demo
 workload.register(app)  # thrifty workload generate
 accounting.register(app)  # thrifty report, thrifty advise
-register_cluster(app)  # thrifty server, submit, jobs, logs, cancel, cluster, users
+cluster.register(app)  # thrifty server, submit, jobs, logs, cancel, cluster, users
 
 __all__ = ["app"]

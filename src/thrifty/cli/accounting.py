@@ -19,10 +19,17 @@ from typing import Annotated, Any
 import typer
 
 from thrifty.accounting.ledger import GroupBy, Ledger, report, spend_over_time
-from thrifty.cli.options import DataOpt, check_folder, json_option, resolve_data
+from thrifty.cli.cluster import api_client
+from thrifty.cli.options import (
+    DataOpt,
+    ServerOpt,
+    TokenOpt,
+    check_folder,
+    json_option,
+    resolve_data,
+)
 from thrifty.cli.output import fail, results_console
 from thrifty.cli.tables import RATIO_FIELDS, advice_table, report_table
-from thrifty.cli_cluster import ServerOpt, TokenOpt, api_client
 from thrifty.cluster.client import DEFAULT_SERVER
 from thrifty.errors import ThriftyError
 from thrifty.sim.batch import Outcome

@@ -12,9 +12,10 @@ from typing import Annotated, Any
 
 import typer
 
+from thrifty.contract import Env
 from thrifty.errors import ThriftyError
 from thrifty.policy.registry import POLICIES
-from thrifty.settings import Settings
+from thrifty.settings import DEFAULT_SERVER, Settings
 from thrifty.sim.cluster import BUILTIN_CLUSTERS
 
 DATA_DEFAULT = "(default: $THRIFTY_DATA or shared/data nearby)"
@@ -46,6 +47,12 @@ DataOpt = Annotated[Path | None, data_option()]
 PolicyOpt = Annotated[str, typer.Option(
     "--policy", "-p", help=f"Comma-separated policies to compare ({', '.join(POLICIES)}).")]
 IntervalOpt = Annotated[float, typer.Option(help="Seconds between scheduling rounds.")]
+ServerOpt = Annotated[str | None, typer.Option(
+    "--server", show_default=False,
+    help=f"The thrifty server's URL (default: ${Env.SERVER}, else {DEFAULT_SERVER}).")]
+TokenOpt = Annotated[str | None, typer.Option(
+    "--token", show_default=False,
+    help=f"API token (default: ${Env.TOKEN}, else the file {Env.HOME}/token).")]
 
 
 def resolve_data(data: Path | None, settings: Settings | None = None) -> Path:

@@ -1,9 +1,9 @@
 """The cluster commands: `thrifty server` runs the control plane and its API; `submit`, `jobs`,
 `logs`, `cancel`, `cluster` and `users add` talk to it over HTTP.
 
-Kept apart from cli.py so that the cluster surface lives in one place; cli.py only registers these
-commands. Heavy imports (the store, the API, uvicorn) happen inside the commands that need them,
-so that `thrifty jobs` starts quickly.
+The cluster surface lives here in one place; `thrifty.cli` only registers these commands.
+Heavy imports (the store, the API, uvicorn) happen inside the commands that need them, so
+that `thrifty jobs` starts quickly.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from thrifty.cli_output import EXIT_BAD_INPUT, fail, results_console
+from thrifty.cli.options import ServerOpt, TokenOpt
+from thrifty.cli.output import EXIT_BAD_INPUT, fail, results_console
 from thrifty.cluster.states import ACTIVE_STATES, STATE_COLOURS, TERMINAL_STATES
 from thrifty.contract import Env
 from thrifty.errors import ThriftyError
@@ -30,14 +31,6 @@ from thrifty.settings import DEFAULT_SERVER
 EXIT_FAILED = 1  # the server is down or said no
 DEFAULT_PORT = 8470
 FOLLOW_POLL_S = 1.0
-
-
-ServerOpt = Annotated[str | None, typer.Option(
-    "--server", show_default=False,
-    help=f"The thrifty server's URL (default: ${Env.SERVER}, else {DEFAULT_SERVER}).")]
-TokenOpt = Annotated[str | None, typer.Option(
-    "--token", show_default=False,
-    help=f"API token (default: ${Env.TOKEN}, else the file {Env.HOME}/token).")]
 
 
 def _fail(err: BaseException | str, code: int = EXIT_FAILED) -> NoReturn:
