@@ -18,11 +18,12 @@ import time
 from pathlib import Path
 
 from thrifty.accounting.budgets import Budget, BudgetBook
+from thrifty.accounting.tariff import load_tariff
 from thrifty.cli.options import resolve_data
 from thrifty.policy.budgeted import BudgetedPolicy
 from thrifty.policy.registry import make_policy
 from thrifty.sim.cluster import pollux64
-from thrifty.sim.costing import load_tariff, run_ledger
+from thrifty.sim.costing import run_ledger
 from thrifty.sim.engine import SimSettings, simulate
 from thrifty.sim.profiles import ProfileSet
 from thrifty.sim.workload import load_workload

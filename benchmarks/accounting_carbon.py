@@ -32,9 +32,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from thrifty.accounting.tariff import carbon_regions, resolve_intensity
 from thrifty.cli.options import resolve_data
 from thrifty.sim.batch import Pair, run_pairs
-from thrifty.sim.costing import carbon_regions, resolve_intensity
 from thrifty.sim.metrics import Summary
 from thrifty.sim.runner import RunSpec
 from thrifty.sim.workload import load_workload

@@ -21,13 +21,14 @@ from thrifty.accounting.carbon import (
     load_intensity_series,
 )
 from thrifty.accounting.ledger import LedgerEntry
+from thrifty.accounting.tariff import load_tariff
 from thrifty.cli import app
 from thrifty.errors import InputError
 from thrifty.policy.budgeted import MeteredPolicy
 from thrifty.policy.carbon_aware import DEADLINE_NEAR, NO_DEADLINE, CarbonAwarePolicy
 from thrifty.policy.registry import make_policy
 from thrifty.sim.cluster import pollux64
-from thrifty.sim.costing import load_tariff, run_ledger, shift_outcomes
+from thrifty.sim.costing import run_ledger, shift_outcomes
 from thrifty.sim.engine import JobRecord, SimSettings, simulate
 from thrifty.sim.metrics import Summary
 from thrifty.sim.profiles import ProfileSet

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from thrifty.accounting.tariff import load_tariff
 from thrifty.errors import InputError, ThriftyError
 from thrifty.goodput import BatchLimits, GoodputModel, GradientStats, ThroughputParams
 from thrifty.policy.base import Allocation, ClusterView, JobView, NodeView
@@ -25,7 +26,7 @@ from thrifty.sim.autoscale import (
     decide,
 )
 from thrifty.sim.cluster import load_cluster
-from thrifty.sim.costing import held_bill, load_tariff
+from thrifty.sim.costing import held_bill
 from thrifty.sim.engine import SimSettings, simulate
 from thrifty.sim.profiles import ProfileSet
 from thrifty.sim.workload import JobSpec, Workload

@@ -21,6 +21,7 @@ from thrifty.cli.output import (
 )
 from thrifty.cli.simulate import check_workers, run_and_show
 from thrifty.errors import ThriftyError
+from thrifty.settings import Settings
 from thrifty.sim.batch import check_policy, plan_runs
 
 # The demo: the start of Pollux workload 1 on the Pollux paper's cluster, small enough to finish in
@@ -57,11 +58,11 @@ def demo(
         run_demo(jobs=jobs, workers=workers, data=data)
         return
     from thrifty.cluster.demo import run_live_demo
-    from thrifty.cluster.store import thrifty_home
 
     try:
-        rows = run_live_demo(thrifty_home() / "demo", policy=policy, slots=slots,
-                             interval_s=interval, console=results_console())
+        settings = Settings.load()
+        rows = run_live_demo(settings.home / "demo", policy=policy, slots=slots,
+                             interval_s=interval, console=results_console(), settings=settings)
     except ThriftyError as err:
         fail(err)
     except KeyboardInterrupt:

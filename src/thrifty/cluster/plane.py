@@ -16,11 +16,10 @@ from thrifty.accounting.budgets import BudgetBook
 from thrifty.accounting.tariff import Tariff
 from thrifty.cluster.budgets import LiveBudgets
 from thrifty.cluster.executor import Executor
-from thrifty.cluster.local import LocalExecutor
 from thrifty.cluster.scheduler import RoundStats, Scheduler, SchedulerConfig
 from thrifty.cluster.schema import JobRow
 from thrifty.cluster.spec import JobSpec
-from thrifty.cluster.store import ACTIVE_STATES, Store, thrifty_home
+from thrifty.cluster.store import ACTIVE_STATES, Store
 from thrifty.cluster.usage import live_tariff
 from thrifty.policy.base import Policy
 from thrifty.policy.registry import make_policy
@@ -33,11 +32,12 @@ class ControlPlane:
 
     def __init__(
         self,
-        store: Store | None = None,
-        executor: Executor | None = None,
+        store: Store,
+        executor: Executor,
         policy: Policy | str = "thrifty",
         interval_s: float = 30.0,
-        home: Path | None = None,
+        *,
+        home: Path,
         quotas: Mapping[str, Mapping[str, int]] | None = None,
         stop_grace_s: float = 60.0,
         retry_backoff_s: float = 5.0,
@@ -47,11 +47,9 @@ class ControlPlane:
     ) -> None:
         if interval_s <= 0:
             raise ValueError(f"interval_s must be positive, got {interval_s}")
-        if executor is None:
-            executor = LocalExecutor()
-        self.home = home or thrifty_home()
+        self.home = home
         self.home.mkdir(parents=True, exist_ok=True)
-        self.store = store or Store()
+        self.store = store
         self.executor = executor
         self.policy = make_policy(policy) if isinstance(policy, str) else policy
         self.interval_s = interval_s

@@ -39,15 +39,8 @@ from thrifty.cluster.states import (  # noqa: F401  (re-exported: the store's vo
 )
 from thrifty.contract import Env
 from thrifty.errors import ThriftyError
-from thrifty.settings import Settings
 
 REPORT_HISTORY_S = 60.0  # keep a reported model at least this often, and at every batch change
-
-
-def thrifty_home() -> Path:
-    """`Settings.load().home`, for callers that were not handed their settings (ControlPlane
-    without `home`); new code takes `home` from the Settings its edge loaded."""
-    return Settings.load().home
 
 
 def _to_json(value: Any) -> str:
@@ -101,10 +94,9 @@ def new_job_id(name: str) -> str:
 class Store:
     """Sessions on one database, plus the few queries several parts share."""
 
-    def __init__(self, url: str | None = None) -> None:
-        """`url`: a SQLAlchemy URL, as `Settings.database_url()` gives it (None: that of the
-        settings loaded now, for callers that were not handed theirs)."""
-        self.url = url or Settings.load().database_url()
+    def __init__(self, url: str) -> None:
+        """`url`: a SQLAlchemy URL, as `Settings.database_url()` gives it."""
+        self.url = url
         sqlite = self.url.startswith("sqlite")
         try:
             self.engine = create_engine(

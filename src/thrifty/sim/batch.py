@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from thrifty.accounting.budgets import load_budgets
+from thrifty.accounting.tariff import load_tariff
 from thrifty.errors import ThriftyError
 from thrifty.policy.registry import make_policy
 from thrifty.sim.autoscale import Autoscaler
 from thrifty.sim.cluster import load_cluster
-from thrifty.sim.costing import check_prices, load_tariff, priced_pool
+from thrifty.sim.costing import check_prices, priced_pool
 from thrifty.sim.engine import SimSettings
 from thrifty.sim.metrics import Summary
 from thrifty.sim.profiles import ProfileSet

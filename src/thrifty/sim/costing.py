@@ -1,5 +1,5 @@
 """Cost, energy and carbon of a simulated run: the run's ledger, priced with a tariff that
-`thrifty.accounting.tariff` loads (re-exported here for the simulator's callers).
+`thrifty.accounting.tariff` loads.
 
 The simulator prices a run by wrapping its policy in a meter (`thrifty.policy.budgeted`), so every
 allocation granted is billed at its node's price, and then joins the meter's segments with what
@@ -30,14 +30,7 @@ from thrifty.accounting.carbon import (
     kg_started_earlier,
 )
 from thrifty.accounting.ledger import JobFacts, Ledger, build_ledger
-from thrifty.accounting.tariff import (  # noqa: F401  (re-exported for the simulator's callers)
-    BOARD_POWER,
-    CARBON_DIR,
-    Tariff,
-    carbon_regions,
-    load_tariff,
-    resolve_intensity,
-)
+from thrifty.accounting.tariff import Tariff
 from thrifty.policy.base import NodeView, Policy
 from thrifty.policy.budgeted import BudgetedPolicy, MeteredPolicy
 from thrifty.policy.carbon_aware import StartPlan

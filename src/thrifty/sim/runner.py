@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from thrifty.accounting.budgets import load_budgets
+from thrifty.accounting.tariff import load_tariff
 from thrifty.policy.carbon_aware import CarbonAwarePolicy
 from thrifty.policy.registry import make_policy
 from thrifty.sim.autoscale import Autoscaler
 from thrifty.sim.cluster import load_cluster
 from thrifty.sim.costing import (
     held_bill,
-    load_tariff,
     metered,
     priced_pool,
     run_ledger,
