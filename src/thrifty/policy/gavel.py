@@ -9,7 +9,9 @@ How it works, and where each detail comes from:
   its owner asked for (`requested_replicas`, `requested_batch_size`) on whichever single GPU kind
   it is given. A job's throughput on a kind is its steps per second at that batch, on the request
   packed onto as few nodes of that kind as possible; here it comes from the oracle (the measured
-  profile, calibration slowdown included), where Sia's simulator read the same profiles.
+  profile, calibration slowdown included, where Sia's simulator read the same profiles; on a live
+  cluster the job's fitted model, through `ModelOracle`). The policy reads nothing else about a
+  job's speed (`needs_oracle`).
 - Policy as a linear program over X[job, kind], the fraction of time a job should spend on each
   kind (the paper, §3-4): X ≥ 0, Σ_kind X ≤ 1 per job, Σ_job requested GPUs · X ≤ GPUs of the kind.
   `GavelPolicy` maximises the sum of throughputs Σ throughput·X, in raw steps per second as both
@@ -58,8 +60,7 @@ from scipy.optimize import linprog
 from scipy.sparse import csr_matrix, vstack
 
 from thrifty.errors import ThriftyError
-from thrifty.goodput import split_batch, throughput
-from thrifty.policy.base import Allocation, ClusterView, JobView
+from thrifty.policy.base import Allocation, BasePolicy, ClusterView, JobView
 from thrifty.policy.placement import pack
 
 _DECIMALS = 5  # X is rounded like this before use (Sia's code): removes solver noise
@@ -272,12 +273,12 @@ class _JobState:
     total_steps: float | None = None
 
 
-class _GavelBase:
+class _GavelBase(BasePolicy):
     """Gavel's round-based mechanism around a time-fraction LP chosen by the subclass."""
 
     name = "gavel"
-    adaptive = False
     heterogeneity_aware = True
+    needs_oracle = True
 
     def __init__(self, seed: int = 0, round_seconds: float = 360.0):
         if round_seconds <= 0:
@@ -289,7 +290,7 @@ class _GavelBase:
         self._kind_time: dict[str, float] = {}
         self._workers: dict[str, tuple[str, tuple[Worker, ...]]] = {}
         self._allocations: dict[str, Allocation] = {}
-        self._steps_cache: dict[tuple[str, str], float] = {}
+        self._steps_cache: dict[tuple[str, str], tuple[object, float]] = {}
         self.last_fractions: dict[str, dict[str, float]] = {}
 
     # -- the policy-specific part --
@@ -321,30 +322,25 @@ class _GavelBase:
 
     def _throughput(self, job: JobView, kind: str, sf: int, cluster: ClusterView) -> float:
         """Steps per second of the job's requested batch on `sf` GPUs of `kind`, packed onto
-        the fewest nodes: from the oracle (measured profiles) where there is one, else from the
-        job's own throughput model, else the same on every kind (Gavel then cannot tell kinds
-        apart, but still shares time)."""
+        the fewest nodes, from the job's oracle (measured profiles in the simulator, the job's
+        own throughput model on a live cluster); the same on every kind for a job without one
+        (Gavel then cannot tell kinds apart, but still shares time). Answers are kept while the
+        job's oracle stays the same (by value)."""
         key = (job.id, kind)
-        if key in self._steps_cache:
-            return self._steps_cache[key]
+        cached = self._steps_cache.get(key)
+        if cached is not None and (cached[0] is job.oracle or cached[0] == job.oracle):
+            return cached[1]
         full = {n.name: n.num_gpus for n in cluster.nodes}
         alloc = pack(sf, full, cluster, [kind])
         batch = job.requested_batch_size
         if alloc is None:
             return 0.0
-        if job.oracle is not None and batch:
-            seconds = job.oracle.step_seconds(kind, alloc.placement(), batch)
-            rate = 1.0 / seconds if seconds and seconds > 0 else 0.0
-            self._steps_cache[key] = rate  # a rigid job's true speed never changes
-            return rate
-        model = job.model
-        if model is not None and batch and kind in model.throughput:
-            atomic, accum = split_batch(
-                batch, sf, model.limits.init_batch_size, model.local_cap(kind)
-            )
-            samples = throughput(model.params(kind), alloc.num_nodes, sf, atomic, accum)
-            return float(samples) / batch
-        return 1.0
+        if job.oracle is None or not batch:
+            return 1.0
+        seconds = job.oracle.step_seconds(kind, alloc.placement(), batch)
+        rate = 1.0 / seconds if seconds and seconds > 0 else 0.0
+        self._steps_cache[key] = (job.oracle, rate)
+        return rate
 
     def _run_round(self, jobs: Sequence[JobView], cluster: ClusterView, now: float) -> None:
         kinds = cluster.kinds
@@ -492,7 +488,9 @@ class GavelFtfPolicy(_GavelBase):
         total = np.ones(len(jobs))
         for i, job in enumerate(jobs):
             if job.oracle is not None and job.requested_batch_size:
-                remaining[i] = job.oracle.remaining_steps(job.requested_batch_size)
+                steps = job.oracle.remaining_steps(job.requested_batch_size)
+                if steps is not None:
+                    remaining[i] = steps
             state = self._state[job.id]
             if state.total_steps is None:
                 state.total_steps = float(remaining[i])

@@ -65,7 +65,7 @@ from numpy.typing import NDArray
 
 from thrifty.errors import ThriftyError
 from thrifty.goodput import GoodputModel
-from thrifty.policy.base import Allocation, ClusterView, JobView, NodeView
+from thrifty.policy.base import Allocation, BasePolicy, ClusterView, JobView, NodeView
 
 _MAX_NODES_PER_JOB = 16  # the artifact's cap on the nodes one job may span
 _SPEEDUP_OFFSET = 1e-3  # added inside the power mean: a job without GPUs scores 1000 at p = -1
@@ -438,7 +438,7 @@ class _Search:
         return states.transpose(2, 0, 1).astype(np.int64)
 
 
-class PolluxPolicy:
+class PolluxPolicy(BasePolicy):
     """Pollux's scheduling policy; see the module docstring for its source and choices.
 
     Parameters:
@@ -454,7 +454,6 @@ class PolluxPolicy:
 
     name = "pollux"
     adaptive = True
-    heterogeneity_aware = False
 
     def __init__(
         self,

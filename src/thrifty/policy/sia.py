@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from thrifty.errors import ThriftyError
-from thrifty.policy.base import Allocation, ClusterView, JobView
+from thrifty.policy.base import Allocation, BasePolicy, ClusterView, JobView
 from thrifty.policy.configs import (
     GoodputTable,
     choose_configs,
@@ -31,7 +31,7 @@ RESTART_ESTIMATE_S = {"cifar10": 30.0, "deepspeech2": 25.0, "bert": 120.0, "yolo
                       "imagenet": 250.0}
 
 
-class SiaPolicy:
+class SiaPolicy(BasePolicy):
     """Sia as its paper and artifact state it.
 
     `p`: fairness power of the objective (−0.5). `lambda_n`: penalty per job left without GPUs

@@ -37,7 +37,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from thrifty.errors import ThriftyError
-from thrifty.policy.base import Allocation, ClusterView, JobView
+from thrifty.policy.base import Allocation, BasePolicy, ClusterView, JobView
 from thrifty.policy.configs import (
     GoodputTable,
     choose_configs,
@@ -46,7 +46,7 @@ from thrifty.policy.configs import (
 )
 
 
-class ThriftyPolicy:
+class ThriftyPolicy(BasePolicy):
     """The default policy. Knobs (documented defaults):
 
     `fairness` (−0.5): the power p < 0; closer to 0 favours total goodput, more negative favours
