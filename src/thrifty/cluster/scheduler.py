@@ -38,8 +38,8 @@ from thrifty.cluster.store import Store, keep_report
 from thrifty.goodput import GoodputModel
 from thrifty.goodput.model import growth_cap
 from thrifty.policy.base import Allocation, ClusterView, JobView, Policy
-from thrifty.policy.placement import free_gpus, most_free, take
-from thrifty.policy.quota import QuotaJob, enforce_quotas, shrink
+from thrifty.policy.placement import free_gpus, most_free, shrink, take
+from thrifty.policy.quota import QuotaJob, enforce_quotas
 
 log = logging.getLogger(__name__)
 

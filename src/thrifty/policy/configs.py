@@ -19,7 +19,7 @@ from scipy.sparse import csr_array
 
 from thrifty.goodput import GoodputModel
 from thrifty.policy.base import Allocation, ClusterView, JobView
-from thrifty.policy.placement import pack, take
+from thrifty.policy.placement import place_counts
 
 
 @dataclass(frozen=True)
@@ -220,43 +220,16 @@ def place_configs(
     configs: Configs,
     cluster: ClusterView,
 ) -> dict[str, Allocation]:
-    """Nodes for every chosen configuration.
-
-    A job whose configuration did not change keeps its nodes (moving it would cost a restart).
-    The rest are placed largest first: whole-node configurations on empty nodes, smaller ones on
-    the node that fits them most tightly, so power-of-two pieces fill nodes without gaps.
-    """
-    free = {n.name: n.num_gpus for n in cluster.nodes}
-    kind_of = {n.name: n.gpu_kind for n in cluster.nodes}
-    order = {n.name: i for i, n in enumerate(cluster.nodes)}
-    result: dict[str, Allocation] = {}
-    pending: list[int] = []
+    """Nodes for every chosen configuration (`placement.place_counts`): a job whose
+    configuration did not change keeps its nodes, the rest are placed largest first."""
+    wants: list[tuple[str, str, int, float]] = []
+    keep: dict[str, Allocation] = {}
     for i, job in enumerate(jobs):
         c = int(choice[i])
         if c < 0:
             continue
-        if job.allocation is not None and config_of(job.allocation, configs) == c and all(
-            free[node] >= n for node, n in job.allocation.gpus.items()
-        ):
-            for node, n in job.allocation.gpus.items():
-                free[node] -= n
-            result[job.id] = job.allocation
-        else:
-            pending.append(i)
-    pending.sort(key=lambda i: (-int(configs.count[choice[i]]), jobs[i].submit_time, jobs[i].id))
-    for i in pending:
-        kind, count = configs.of(int(choice[i]))
-        size = configs.node_size[kind]
-        candidates = [n for n, k in kind_of.items() if k == kind and free[n] > 0]
-        empty = sorted((n for n in candidates if free[n] == size), key=order.__getitem__)
-        fits = [n for n in candidates if free[n] >= count]
-        if count >= size and len(empty) >= count // size:
-            alloc: Allocation | None = Allocation({n: size for n in empty[: count // size]}, kind)
-        elif count < size and fits:
-            alloc = Allocation({min(fits, key=lambda n: (free[n], order[n])): count}, kind)
-        else:  # kept jobs fragment this kind: spread over the free GPUs rather than wait
-            alloc = pack(count, free, cluster, [kind])
-        if alloc is not None:
-            take(free, alloc)
-            result[jobs[i].id] = alloc
-    return result
+        kind, count = configs.of(c)
+        wants.append((job.id, kind, count, job.submit_time))
+        if job.allocation is not None and config_of(job.allocation, configs) == c:
+            keep[job.id] = job.allocation
+    return place_counts(wants, keep, cluster)

@@ -50,7 +50,6 @@ The policy is deterministic; `seed` is accepted for the common interface only.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -61,14 +60,11 @@ from scipy.sparse import csr_matrix, vstack
 
 from thrifty.errors import ThriftyError
 from thrifty.policy.base import Allocation, BasePolicy, ClusterView, JobView
-from thrifty.policy.placement import pack
+from thrifty.policy.placement import Worker, pack, place_slots, slots_allocation
 
 _DECIMALS = 5  # X is rounded like this before use (Sia's code): removes solver noise
 _BISECTION_TOLERANCE = 1e-3  # relative width at which the FTF bisection stops
 _MAX_BISECTIONS = 40
-
-Worker = tuple[str, int]  # (node name, GPU slot on that node)
-
 
 # --- the linear programs ---------------------------------------------------------------------
 
@@ -391,56 +387,15 @@ class _GavelBase(BasePolicy):
             taken.add(i)
             chosen[kind].append((jobs[i].id, need))
 
-        self._workers = self._place(chosen, cluster)
+        self._workers = place_slots(chosen, cluster, self._workers)
         self._allocations = {
-            job_id: Allocation(dict(Counter(node for node, _ in workers)), kind)
+            job_id: slots_allocation(kind, workers)
             for job_id, (kind, workers) in self._workers.items()
         }
         for kind, members in chosen.items():
             for job_id, _ in members:
                 self._state[job_id].time_on[kind] += self.round_seconds
                 self._kind_time[kind] += self.round_seconds
-
-    def _place(
-        self, chosen: dict[str, list[tuple[str, int]]], cluster: ClusterView
-    ) -> dict[str, tuple[str, tuple[Worker, ...]]]:
-        """GPUs for each chosen job: larger jobs first, a job keeps its previous GPUs when all
-        are still free, otherwise it takes free GPUs node by node."""
-        placed: dict[str, tuple[str, tuple[Worker, ...]]] = {}
-        for kind, members in chosen.items():
-            queue = [
-                [(node.name, slot) for slot in range(node.num_gpus)]
-                for node in cluster.nodes_of(kind)
-            ]
-            used: set[Worker] = set()
-            server = 0
-            ordered = sorted(members, key=lambda m: -m[1])
-            for size in sorted({m[1] for m in members}, reverse=True):
-                group = [job_id for job_id, need in ordered if need == size]
-                for job_id in group:
-                    previous = self._workers.get(job_id)
-                    if previous is None or previous[0] != kind or len(previous[1]) != size:
-                        continue
-                    if any(w in used for w in previous[1]):
-                        continue
-                    placed[job_id] = previous
-                    used.update(previous[1])
-                for job_id in group:
-                    if job_id in placed:
-                        continue
-                    workers: list[Worker] = []
-                    while len(workers) < size and server < len(queue):
-                        if not queue[server]:
-                            server += 1
-                            continue
-                        worker = queue[server].pop(0)
-                        if worker not in used:
-                            workers.append(worker)
-                            used.add(worker)
-                    if len(workers) != size:
-                        raise ThriftyError(f"Gavel could not place job '{job_id}' on {kind}")
-                    placed[job_id] = (kind, tuple(workers))
-        return placed
 
 
 class GavelPolicy(_GavelBase):
