@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import csr_array
 
-from thrifty.goodput import GoodputModel
+from thrifty.goodput import GoodputModel, progress_rate
 from thrifty.policy.base import Allocation, ClusterView, JobView
 from thrifty.policy.placement import place_counts
 
@@ -98,7 +98,8 @@ class GoodputTable:
         # Explore inside one node at once (up to the job's replica limit) rather than doubling
         # round by round: synchronisation within a node is cheap and rarely surprises.
         self.fill_a_node = fill_a_node
-        self._rows: dict[str, tuple[object, object, tuple, NDArray[np.float64]]] = {}
+        self._rows: dict[str, tuple[GoodputModel | None, tuple, NDArray[np.float64]]] = {}
+        self.builds = 0  # rows computed (not taken from the cache), for tests and profiling
 
     @classmethod
     def for_cluster(
@@ -110,22 +111,21 @@ class GoodputTable:
         return cls(cluster, fill_a_node)
 
     def rows(self, jobs: Sequence[JobView]) -> NDArray[np.float64]:
+        """Every job's row; a job's cached row is reused while its model predicts the same (by
+        value: a model re-parsed every round, or one that has only made progress, still hits)
+        and its replica limits are unchanged."""
         table = np.zeros((len(jobs), len(self.configs)))
-        live: dict[str, tuple[object, object, tuple, NDArray[np.float64]]] = {}
+        live: dict[str, tuple[GoodputModel | None, tuple, NDArray[np.float64]]] = {}
         for i, job in enumerate(jobs):
             model = job.model
-            key = (
-                (model.throughput, model.grad) if model is not None else (None, None)
-            )
+            limits = (job.max_replicas, job.replica_limit)
             cached = self._rows.get(job.id)
-            if (
-                cached is not None and cached[0] is key[0] and cached[1] == key[1]
-                and cached[2] == (job.max_replicas, job.replica_limit)
-            ):
-                row = cached[3]
+            if cached is not None and cached[1] == limits and _same(cached[0], model):
+                row = cached[2]
             else:
                 row = self.row(job, model)
-            live[job.id] = (key[0], key[1], (job.max_replicas, job.replica_limit), row)
+                self.builds += 1
+            live[job.id] = (model, limits, row)
             table[i] = row
         self._rows = live
         return table
@@ -144,9 +144,7 @@ class GoodputTable:
         for k, kind in enumerate(c.kinds):
             mask = c.kind == k
             if kind in model.throughput:
-                per_kind[kind] = model.best(kind, c.nodes[mask], c.count[mask])[0] / (
-                    model.limits.init_batch_size
-                )
+                per_kind[kind] = progress_rate(model, kind, c.nodes[mask], c.count[mask])
         explored = {k: model.explored.get(k, 0) for k in per_kind}
         reference = max(per_kind, key=lambda k: (explored[k], k in model.throughput), default=None)
         for k, kind in enumerate(c.kinds):
@@ -160,6 +158,12 @@ class GoodputTable:
             row[mask] = values
         row[~allowed] = 0.0
         return row
+
+
+def _same(old: GoodputModel | None, new: GoodputModel | None) -> bool:
+    if old is None or new is None:
+        return old is new
+    return old is new or old.same_predictions(new)
 
 
 def _projected(

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from thrifty.errors import ThriftyError
+from thrifty.goodput import smallest_positive
 from thrifty.policy.base import Allocation, BasePolicy, ClusterView, JobView
 from thrifty.policy.configs import (
     GoodputTable,
@@ -80,10 +81,7 @@ class SiaPolicy(BasePolicy):
 
 def _normalised(goodput: np.ndarray) -> np.ndarray:
     """Each row over its smallest positive entry, rounded to two decimals, clipped."""
-    positive = np.where(goodput > 0, goodput, np.inf)
-    floor = positive.min(axis=1, keepdims=True)
-    floor = np.where(np.isfinite(floor), floor, 1.0)
-    return np.minimum(np.round(goodput / floor, 2), MAX_SPEEDUP)
+    return np.minimum(np.round(goodput / smallest_positive(goodput), 2), MAX_SPEEDUP)
 
 
 def _reallocation_factor(job: JobView, now: float) -> float:
