@@ -18,7 +18,7 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import csr_array
 
 from thrifty.goodput import GoodputModel, progress_rate
-from thrifty.policy.base import Allocation, ClusterView, JobView
+from thrifty.policy.base import Allocation, BasePolicy, ClusterView, JobView
 from thrifty.policy.placement import place_counts
 
 
@@ -237,3 +237,35 @@ def place_configs(
         if job.allocation is not None and config_of(job.allocation, configs) == c:
             keep[job.id] = job.allocation
     return place_counts(wants, keep, cluster)
+
+
+class ConfigPolicy(BasePolicy):
+    """A policy that gives every (job, configuration) pair a value and lets `choose_configs`
+    pick at most one configuration per job: Sia's shape, which thrifty's policy shares. A
+    subclass says only what a configuration is worth (`values`); the goodput table (cached per
+    cluster), the integer program and the placement are the same for both."""
+
+    adaptive = True
+    heterogeneity_aware = True
+    profiles_on_arrival = True  # every job is measured on one GPU of each kind on arrival
+    fill_a_node = False  # see `GoodputTable`
+
+    _table: GoodputTable | None = None
+
+    def allocate(
+        self, jobs: Sequence[JobView], cluster: ClusterView, now: float
+    ) -> dict[str, Allocation]:
+        if not jobs:
+            return {}
+        self._table = GoodputTable.for_cluster(self._table, cluster, fill_a_node=self.fill_a_node)
+        configs = self._table.configs
+        values = self.values(jobs, cluster, self._table.rows(jobs), now)
+        return place_configs(choose_configs(values, configs), jobs, configs, cluster)
+
+    def values(
+        self, jobs: Sequence[JobView], cluster: ClusterView, goodput: NDArray[np.float64],
+        now: float,
+    ) -> NDArray[np.float64]:
+        """Worth of each job (row) on each configuration (column) given its goodput there;
+        non-positive values are never chosen."""
+        raise NotImplementedError

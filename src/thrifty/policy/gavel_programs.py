@@ -183,10 +183,7 @@ def min_max_finish_time_fairness(
     best_alone = (tput * np.minimum(1.0, capacity[None, :] / sf[:, None])).max(axis=1)
     lo = float(np.max((age + steps / best_alone) / iso))
     split = isolated_split(sf, capacity) * (tput > 0)
-    split_rate = (tput * split).sum(axis=1)
-    with np.errstate(divide="ignore"):
-        hi = float(np.max((age + np.where(split_rate > 0, steps / split_rate, np.inf)) / iso))
-    hi = max(hi, lo)
+    hi = max(float(np.max(finish_time_ratios(split, tput, age, steps, iso))), lo)
 
     def feasible(rho: float, objective: NDArray[np.float64]) -> NDArray[np.float64] | None:
         slack = rho * iso - age
