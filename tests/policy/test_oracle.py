@@ -4,10 +4,12 @@ an oracle declare it."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
+from thrifty.accounting.carbon import StaticIntensity
 from thrifty.goodput import (
     BatchLimits,
     GoodputModel,
@@ -18,6 +20,8 @@ from thrifty.goodput import (
     throughput,
 )
 from thrifty.policy.base import BasePolicy, ClusterView, JobView, NodeView, PolicyWrapper
+from thrifty.policy.budgeted import MeteredPolicy
+from thrifty.policy.carbon_aware import CarbonAwarePolicy
 from thrifty.policy.optimus import OptimusPolicy
 from thrifty.policy.oracle import ModelOracle
 from thrifty.policy.registry import POLICIES, make_policy
@@ -98,3 +102,32 @@ def test_every_policy_declares_its_capabilities_and_wrappers_forward_them() -> N
     assert make_policy("thrifty").profiles_on_arrival and make_policy("sia").profiles_on_arrival
     assert not make_policy("pollux").profiles_on_arrival and make_policy("pollux").adaptive
     assert np.all([not make_policy(n).adaptive for n in ("fifo", "tiresias", "optimus")])
+
+
+def test_the_carbon_aware_wrapper_needs_an_oracle_whatever_it_wraps() -> None:
+    carbon = CarbonAwarePolicy(make_policy("fifo"), StaticIntensity(300.0))
+    assert carbon.needs_oracle and carbon.name == "fifo" and not carbon.adaptive
+    metered = MeteredPolicy(make_policy("thrifty"), tariff=None)  # type: ignore[arg-type]
+    assert metered.profiles_on_arrival and metered.heterogeneity_aware and not metered.needs_oracle
+
+
+def test_gavel_with_model_oracles_follows_each_jobs_latest_model() -> None:
+    cluster = ClusterView((NodeView("t0", "t4", 4), NodeView("a0", "a100", 4)))
+    fast = ThroughputParams(0.01, 0.0004, 0.01, 0.0005, 0.02, 0.001, 2.0)
+
+    def job(params_a100: ThroughputParams) -> JobView:
+        m = GoodputModel({"t4": PARAMS, "a100": params_a100}, GRAD, LIMITS)
+        return JobView(id="j", submit_time=0.0, model=m, limits=LIMITS, requested_replicas=1,
+                       requested_batch_size=256, oracle=ModelOracle(m))
+
+    policy = make_policy("gavel")
+    policy.allocate([job(fast)], cluster, 360.0)  # rounds fall on multiples of 360 s
+    first = dict(policy.last_fractions["j"])
+    assert first["a100"] > first["t4"]  # the faster kind, by the job's own model
+    policy.allocate([job(replace_params(fast, 50.0))], cluster, 720.0)  # a100 now far slower
+    assert policy.last_fractions["j"]["t4"] > policy.last_fractions["j"]["a100"]
+
+
+def replace_params(params: ThroughputParams, factor: float) -> ThroughputParams:
+    """The same job `factor` times slower to compute."""
+    return replace(params, alpha_c=params.alpha_c * factor, beta_c=params.beta_c * factor)
