@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 from thrifty.cli.options import resolve_data
-from thrifty.sim.autoscale import AutoscaleConfig
+from thrifty.policy.autoscale import AutoscaleConfig
 from thrifty.sim.metrics import Summary
 from thrifty.sim.runner import RunSpec, run
 

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from thrifty.policy.base import Allocation, ClusterView, JobView, NodeView
-from thrifty.policy.gavel import (
-    GavelFtfPolicy,
-    GavelPolicy,
+from thrifty.policy.gavel import GavelFtfPolicy, GavelPolicy
+from thrifty.policy.gavel_programs import (
     finish_time_ratios,
     isolated_throughputs,
     max_sum_throughput,

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from thrifty.policy.base import Allocation
-from thrifty.policy.quota import QuotaJob, enforce_quotas, shrink
+from thrifty.policy.placement import shrink
+from thrifty.policy.quota import QuotaJob, enforce_quotas
 
 
 def alloc(**gpus: int) -> Allocation:

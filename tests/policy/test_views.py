@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from thrifty.goodput import BatchLimits, GoodputModel, GradientStats, ThroughputParams
 from thrifty.policy.base import Allocation, ClusterView, NodeView
-from thrifty.policy.views import capability, check_answer, job_view
+from thrifty.policy.base import BasePolicy
+from thrifty.policy.views import check_answer, job_view
 
 LIMITS = BatchLimits(init_batch_size=128, max_batch_size=1024, min_local_bsz=32, max_local_bsz=256)
 CLUSTER = ClusterView((NodeView("a0", "a100", 4), NodeView("a1", "a100", 4),
@@ -98,12 +99,13 @@ def test_what_a_job_cannot_take_is_trimmed_or_dropped():
 
 
 def test_capabilities_default_to_off():
-    class Plain:
-        pass
+    class Plain(BasePolicy):
+        name = "plain"
 
-    class Sia:
+    class Sia(BasePolicy):
+        name = "sia-like"
         profiles_on_arrival = True
 
-    assert not capability(Plain(), "profiles_on_arrival")
-    assert capability(Sia(), "profiles_on_arrival")
-    assert not capability(Sia(), "needs_oracle")
+    assert not Plain().profiles_on_arrival
+    assert Sia().profiles_on_arrival
+    assert not Sia().needs_oracle

@@ -15,16 +15,10 @@ import pytest
 from thrifty.accounting.tariff import load_tariff
 from thrifty.errors import InputError, ThriftyError
 from thrifty.goodput import BatchLimits, GoodputModel, GradientStats, ThroughputParams
+from thrifty.policy.autoscale import AutoscaleConfig, Fleet, SpeedupTable, cluster_goodput, decide
 from thrifty.policy.base import Allocation, ClusterView, JobView, NodeView
 from thrifty.policy.thrifty import ThriftyPolicy
-from thrifty.sim.autoscale import (
-    AutoscaleConfig,
-    Autoscaler,
-    Fleet,
-    SpeedupTable,
-    cluster_goodput,
-    decide,
-)
+from thrifty.sim.autoscale import Autoscaler
 from thrifty.sim.cluster import load_cluster
 from thrifty.sim.costing import held_bill
 from thrifty.sim.engine import SimSettings, simulate

@@ -31,7 +31,7 @@ from thrifty.policy.base import ClusterView, JobView, NodeView, Policy
 from thrifty.policy.oracle import ModelOracle
 from thrifty.policy.placement import free_gpus, most_free, take
 from thrifty.policy.quota import QuotaJob, enforce_quotas
-from thrifty.policy.views import capability, check_answer, job_view
+from thrifty.policy.views import check_answer, job_view
 
 log = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def decide(
         NodeView(n.name, n.gpu_kind, free[n.name], n.price_per_hour)
         for n in cluster.nodes if free[n.name] > 0
     ))
-    oracle = capability(policy, "needs_oracle")
+    oracle = policy.needs_oracle
     views = [live_view(j, specs[j.id], facts.report(j), restart_s, oracle) for j in adaptive]
     if views and remaining.nodes:
         answer = policy.allocate(views, remaining, now)

@@ -2,6 +2,12 @@
 
 from thrifty.goodput.efficiency import GradientStats, efficiency, gain
 from thrifty.goodput.model import BatchLimits, GoodputModel, growth_cap, split_batch
+from thrifty.goodput.speedup import (
+    GoodputGrid,
+    progress_rate,
+    smallest_positive,
+    speedup_over_one_gpu,
+)
 from thrifty.goodput.throughput import (
     StepObservation,
     ThroughputParams,
@@ -14,6 +20,7 @@ from thrifty.goodput.throughput import (
 
 __all__ = [
     "BatchLimits",
+    "GoodputGrid",
     "GoodputModel",
     "GradientStats",
     "StepObservation",
@@ -23,6 +30,9 @@ __all__ = [
     "fit_throughput",
     "gain",
     "growth_cap",
+    "progress_rate",
+    "smallest_positive",
+    "speedup_over_one_gpu",
     "split_batch",
     "step_time",
     "sync_time",

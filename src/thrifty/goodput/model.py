@@ -126,6 +126,33 @@ class GoodputModel:
     progress: float = 0.0
     target_progress: float | None = None
 
+    def _predictive(self) -> tuple[Any, ...]:
+        """Everything a prediction depends on, hashable: all but how far the job has come."""
+        return (
+            tuple(sorted(self.throughput.items())),
+            self.grad,
+            self.limits,
+            self.accumulation,
+            tuple(sorted(self.explored.items())),
+            tuple(sorted(self.local_caps.items())),
+        )
+
+    def __hash__(self) -> int:
+        # By value, like equality: a model re-parsed from the same report is the same key.
+        return hash((self._predictive(), self.progress, self.target_progress))
+
+    def same_predictions(self, other: GoodputModel) -> bool:
+        """Whether `other` predicts the same goodput everywhere (it may have made more progress):
+        what a scheduler's cached tables of this model compare on."""
+        return (
+            self.throughput == other.throughput
+            and self.grad == other.grad
+            and self.limits == other.limits
+            and self.accumulation == other.accumulation
+            and self.explored == other.explored
+            and self.local_caps == other.local_caps
+        )
+
     def local_cap(self, kind: str) -> int:
         """Largest per-GPU micro-batch on `kind`: its memory limit where known."""
         return int(self.local_caps.get(kind, self.limits.local_cap))

@@ -1,5 +1,23 @@
 """Scheduling policies: pure functions of job and cluster views, one module each."""
 
-from thrifty.policy.base import Allocation, ClusterView, JobView, NodeView, Policy
+from thrifty.policy.base import (
+    Allocation,
+    BasePolicy,
+    ClusterView,
+    JobView,
+    NodeView,
+    Oracle,
+    Policy,
+    PolicyWrapper,
+)
 
-__all__ = ["Allocation", "ClusterView", "JobView", "NodeView", "Policy"]
+__all__ = [
+    "Allocation",
+    "BasePolicy",
+    "ClusterView",
+    "JobView",
+    "NodeView",
+    "Oracle",
+    "Policy",
+    "PolicyWrapper",
+]

@@ -15,7 +15,16 @@ from typing import Any, Protocol
 from thrifty.contract import Allocation
 from thrifty.goodput import BatchLimits, GoodputModel
 
-__all__ = ["Allocation", "ClusterView", "JobView", "NodeView", "Policy", "PolicyWrapper"]
+__all__ = [
+    "Allocation",
+    "BasePolicy",
+    "ClusterView",
+    "JobView",
+    "NodeView",
+    "Oracle",
+    "Policy",
+    "PolicyWrapper",
+]
 
 
 @dataclass(frozen=True)
@@ -46,14 +55,18 @@ class ClusterView:
 
 
 class Oracle(Protocol):
-    """True performance of a simulated job, for baselines defined with oracle knowledge."""
+    """What a baseline defined with oracle knowledge (Gavel, Optimus) asks about a job's speed
+    and length. The simulator answers from the job's measured profile; a live scheduler answers
+    from the job's reported model (`thrifty.policy.oracle.ModelOracle`)."""
 
     def step_seconds(self, kind: str, placement: tuple[int, ...], batch_size: int) -> float | None:
-        """Seconds per optimizer step at a total batch, or None if that cannot run."""
+        """Seconds per optimizer step at a total batch, or None if that cannot run (or is not
+        known)."""
         ...
 
-    def remaining_steps(self, batch_size: int) -> float:
-        """Optimizer steps left to finish training at a fixed total batch."""
+    def remaining_steps(self, batch_size: int) -> float | None:
+        """Optimizer steps left to finish training at a fixed total batch, or None when the job
+        has not said where it ends."""
         ...
 
 
@@ -93,32 +106,78 @@ class JobView:
 
 
 class Policy(Protocol):
-    """A scheduling policy: deterministic for a seed, stateful only in what it remembers."""
+    """A scheduling policy: deterministic for a seed, stateful only in what it remembers.
+
+    The capabilities tell whoever runs the policy (the simulator, the live scheduler) how to
+    prepare the jobs it sees; `BasePolicy` gives every one a default.
+    """
 
     name: str
     adaptive: bool  # True: jobs choose their own batch sizes; False: owners' requests are honoured
     heterogeneity_aware: bool  # False: the policy treats every GPU kind alike
+    profiles_on_arrival: bool  # True: each new job is measured on one GPU of every kind first
+    needs_oracle: bool  # True: the policy reads `JobView.oracle` (speed and length of a job)
 
     def allocate(
         self, jobs: Sequence[JobView], cluster: ClusterView, now: float
     ) -> dict[str, Allocation]: ...
 
 
-class PolicyWrapper:
+class BasePolicy:
+    """What every policy inherits: its name and the capabilities its runner reads, with the
+    defaults of a plain rigid policy. A policy overrides only the ones that differ, as class
+    attributes, so they are read as `policy.needs_oracle` without guessing."""
+
+    name: str = "policy"
+    adaptive: bool = False
+    heterogeneity_aware: bool = False
+    profiles_on_arrival: bool = False
+    needs_oracle: bool = False
+
+    def allocate(
+        self, jobs: Sequence[JobView], cluster: ClusterView, now: float
+    ) -> dict[str, Allocation]:
+        raise NotImplementedError
+
+
+class PolicyWrapper(BasePolicy):
     """A policy around another that adds to each round (metering, held starts, recording).
 
     Whoever runs it (the simulator, the control plane) reads the inner policy's name and
-    capabilities through the wrapper, so any attribute the wrapper lacks is the inner one's.
+    capabilities through the wrapper: each is a property reading the inner policy, so a wrapper
+    never hides what the policy it wraps needs. Anything else the wrapper lacks (a policy's own
+    reports, such as Gavel's `last_fractions`) is looked up on the inner policy as well.
     """
 
     def __init__(self, inner: Policy):
         self.inner = inner
-        self.name = inner.name
-        self.adaptive = inner.adaptive
-        self.heterogeneity_aware = inner.heterogeneity_aware
+
+    @property  # type: ignore[override]
+    def name(self) -> str:
+        return self.inner.name
+
+    @property  # type: ignore[override]
+    def adaptive(self) -> bool:
+        return self.inner.adaptive
+
+    @property  # type: ignore[override]
+    def heterogeneity_aware(self) -> bool:
+        return self.inner.heterogeneity_aware
+
+    @property  # type: ignore[override]
+    def profiles_on_arrival(self) -> bool:
+        return self.inner.profiles_on_arrival
+
+    @property  # type: ignore[override]
+    def needs_oracle(self) -> bool:
+        return self.inner.needs_oracle
+
+    def allocate(
+        self, jobs: Sequence[JobView], cluster: ClusterView, now: float
+    ) -> dict[str, Allocation]:
+        return self.inner.allocate(jobs, cluster, now)
 
     def __getattr__(self, name: str) -> Any:
-        # Capabilities beyond the protocol (e.g. `profiles_on_arrival`) stay visible too.
         if name == "inner":  # not set yet (copying, unpickling): no recursion through it
             raise AttributeError(name)
         return getattr(self.inner, name)

@@ -34,6 +34,7 @@ from thrifty.policy.base import (
     Policy,
     PolicyWrapper,
 )
+from thrifty.policy.placement import keep_fullest
 
 
 @dataclass
@@ -133,7 +134,7 @@ def trim_to_budgets(
         sizes = range(alloc.num_replicas, 0, -1) if claim.adaptive else (alloc.num_replicas,)
         fitted = None
         for size in sizes:
-            candidate = alloc if size == alloc.num_replicas else _subset(alloc, size)
+            candidate = alloc if size == alloc.num_replicas else keep_fullest(alloc, size)
             if fits(claim.owner, need(candidate), left):
                 fitted = candidate
                 break
@@ -299,13 +300,3 @@ class BudgetedPolicy(MeteredPolicy):
         )
         return result
 
-
-def _subset(alloc: Allocation, size: int) -> Allocation:
-    """`size` of the allocation's GPUs, taken from its fullest nodes first."""
-    gpus: dict[str, int] = {}
-    for name, count in sorted(alloc.gpus.items(), key=lambda kv: (-kv[1], kv[0])):
-        if size <= 0:
-            break
-        gpus[name] = min(count, size)
-        size -= gpus[name]
-    return Allocation(gpus=gpus, kind=alloc.kind)

@@ -78,7 +78,8 @@ def estimate_run_seconds(job: JobView, cluster: ClusterView) -> float | None:
     From its GoodputModel where it reports one with a declared length: remaining progress ÷
     progress per second at the best batch size on the GPUs it would likely get (what it holds,
     else what its owner asked for), on the slowest GPU kind it could land on. Otherwise from the
-    job's oracle (a simulated job's true speed at its owner's request; a live job has none).
+    job's oracle at its owner's request (in the simulator a job's true speed and length; on a
+    live cluster `ModelOracle`, which knows a length only where the model declares one).
     Both add one restart. The slowest kind is taken because an early estimate is safer than a
     late one: an overestimate only starts the job a little earlier than needed.
     """
@@ -120,13 +121,19 @@ def _from_oracle(
     for kind in kinds:
         shape = packed_shape(cluster, kind, min(replicas, cluster.gpus_of(kind)))
         step = oracle.step_seconds(kind, shape, batch)
-        if step is not None and step > 0:
-            times.append(step * oracle.remaining_steps(batch))
+        steps = oracle.remaining_steps(batch)
+        if step is not None and step > 0 and steps is not None:
+            times.append(step * steps)
     return max(times) if times else None
 
 
 class CarbonAwarePolicy(PolicyWrapper):
-    """Any policy, with jobs that have a deadline started in the greenest hours that meet it."""
+    """Any policy, with jobs that have a deadline started in the greenest hours that meet it.
+
+    It predicts run times from each job's oracle where its model cannot (`needs_oracle`),
+    whatever the wrapped policy needs."""
+
+    needs_oracle = True
 
     def __init__(
         self,

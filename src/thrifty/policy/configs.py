@@ -17,9 +17,9 @@ from numpy.typing import NDArray
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import csr_array
 
-from thrifty.goodput import GoodputModel
-from thrifty.policy.base import Allocation, ClusterView, JobView
-from thrifty.policy.placement import pack, take
+from thrifty.goodput import GoodputModel, progress_rate
+from thrifty.policy.base import Allocation, BasePolicy, ClusterView, JobView
+from thrifty.policy.placement import place_counts
 
 
 @dataclass(frozen=True)
@@ -98,7 +98,8 @@ class GoodputTable:
         # Explore inside one node at once (up to the job's replica limit) rather than doubling
         # round by round: synchronisation within a node is cheap and rarely surprises.
         self.fill_a_node = fill_a_node
-        self._rows: dict[str, tuple[object, object, tuple, NDArray[np.float64]]] = {}
+        self._rows: dict[str, tuple[GoodputModel | None, tuple, NDArray[np.float64]]] = {}
+        self.builds = 0  # rows computed (not taken from the cache), for tests and profiling
 
     @classmethod
     def for_cluster(
@@ -110,22 +111,21 @@ class GoodputTable:
         return cls(cluster, fill_a_node)
 
     def rows(self, jobs: Sequence[JobView]) -> NDArray[np.float64]:
+        """Every job's row; a job's cached row is reused while its model predicts the same (by
+        value: a model re-parsed every round, or one that has only made progress, still hits)
+        and its replica limits are unchanged."""
         table = np.zeros((len(jobs), len(self.configs)))
-        live: dict[str, tuple[object, object, tuple, NDArray[np.float64]]] = {}
+        live: dict[str, tuple[GoodputModel | None, tuple, NDArray[np.float64]]] = {}
         for i, job in enumerate(jobs):
             model = job.model
-            key = (
-                (model.throughput, model.grad) if model is not None else (None, None)
-            )
+            limits = (job.max_replicas, job.replica_limit)
             cached = self._rows.get(job.id)
-            if (
-                cached is not None and cached[0] is key[0] and cached[1] == key[1]
-                and cached[2] == (job.max_replicas, job.replica_limit)
-            ):
-                row = cached[3]
+            if cached is not None and cached[1] == limits and _same(cached[0], model):
+                row = cached[2]
             else:
                 row = self.row(job, model)
-            live[job.id] = (key[0], key[1], (job.max_replicas, job.replica_limit), row)
+                self.builds += 1
+            live[job.id] = (model, limits, row)
             table[i] = row
         self._rows = live
         return table
@@ -144,9 +144,7 @@ class GoodputTable:
         for k, kind in enumerate(c.kinds):
             mask = c.kind == k
             if kind in model.throughput:
-                per_kind[kind] = model.best(kind, c.nodes[mask], c.count[mask])[0] / (
-                    model.limits.init_batch_size
-                )
+                per_kind[kind] = progress_rate(model, kind, c.nodes[mask], c.count[mask])
         explored = {k: model.explored.get(k, 0) for k in per_kind}
         reference = max(per_kind, key=lambda k: (explored[k], k in model.throughput), default=None)
         for k, kind in enumerate(c.kinds):
@@ -160,6 +158,12 @@ class GoodputTable:
             row[mask] = values
         row[~allowed] = 0.0
         return row
+
+
+def _same(old: GoodputModel | None, new: GoodputModel | None) -> bool:
+    if old is None or new is None:
+        return old is new
+    return old is new or old.same_predictions(new)
 
 
 def _projected(
@@ -220,43 +224,48 @@ def place_configs(
     configs: Configs,
     cluster: ClusterView,
 ) -> dict[str, Allocation]:
-    """Nodes for every chosen configuration.
-
-    A job whose configuration did not change keeps its nodes (moving it would cost a restart).
-    The rest are placed largest first: whole-node configurations on empty nodes, smaller ones on
-    the node that fits them most tightly, so power-of-two pieces fill nodes without gaps.
-    """
-    free = {n.name: n.num_gpus for n in cluster.nodes}
-    kind_of = {n.name: n.gpu_kind for n in cluster.nodes}
-    order = {n.name: i for i, n in enumerate(cluster.nodes)}
-    result: dict[str, Allocation] = {}
-    pending: list[int] = []
+    """Nodes for every chosen configuration (`placement.place_counts`): a job whose
+    configuration did not change keeps its nodes, the rest are placed largest first."""
+    wants: list[tuple[str, str, int, float]] = []
+    keep: dict[str, Allocation] = {}
     for i, job in enumerate(jobs):
         c = int(choice[i])
         if c < 0:
             continue
-        if job.allocation is not None and config_of(job.allocation, configs) == c and all(
-            free[node] >= n for node, n in job.allocation.gpus.items()
-        ):
-            for node, n in job.allocation.gpus.items():
-                free[node] -= n
-            result[job.id] = job.allocation
-        else:
-            pending.append(i)
-    pending.sort(key=lambda i: (-int(configs.count[choice[i]]), jobs[i].submit_time, jobs[i].id))
-    for i in pending:
-        kind, count = configs.of(int(choice[i]))
-        size = configs.node_size[kind]
-        candidates = [n for n, k in kind_of.items() if k == kind and free[n] > 0]
-        empty = sorted((n for n in candidates if free[n] == size), key=order.__getitem__)
-        fits = [n for n in candidates if free[n] >= count]
-        if count >= size and len(empty) >= count // size:
-            alloc: Allocation | None = Allocation({n: size for n in empty[: count // size]}, kind)
-        elif count < size and fits:
-            alloc = Allocation({min(fits, key=lambda n: (free[n], order[n])): count}, kind)
-        else:  # kept jobs fragment this kind: spread over the free GPUs rather than wait
-            alloc = pack(count, free, cluster, [kind])
-        if alloc is not None:
-            take(free, alloc)
-            result[jobs[i].id] = alloc
-    return result
+        kind, count = configs.of(c)
+        wants.append((job.id, kind, count, job.submit_time))
+        if job.allocation is not None and config_of(job.allocation, configs) == c:
+            keep[job.id] = job.allocation
+    return place_counts(wants, keep, cluster)
+
+
+class ConfigPolicy(BasePolicy):
+    """A policy that gives every (job, configuration) pair a value and lets `choose_configs`
+    pick at most one configuration per job: Sia's shape, which thrifty's policy shares. A
+    subclass says only what a configuration is worth (`values`); the goodput table (cached per
+    cluster), the integer program and the placement are the same for both."""
+
+    adaptive = True
+    heterogeneity_aware = True
+    profiles_on_arrival = True  # every job is measured on one GPU of each kind on arrival
+    fill_a_node = False  # see `GoodputTable`
+
+    _table: GoodputTable | None = None
+
+    def allocate(
+        self, jobs: Sequence[JobView], cluster: ClusterView, now: float
+    ) -> dict[str, Allocation]:
+        if not jobs:
+            return {}
+        self._table = GoodputTable.for_cluster(self._table, cluster, fill_a_node=self.fill_a_node)
+        configs = self._table.configs
+        values = self.values(jobs, cluster, self._table.rows(jobs), now)
+        return place_configs(choose_configs(values, configs), jobs, configs, cluster)
+
+    def values(
+        self, jobs: Sequence[JobView], cluster: ClusterView, goodput: NDArray[np.float64],
+        now: float,
+    ) -> NDArray[np.float64]:
+        """Worth of each job (row) on each configuration (column) given its goodput there;
+        non-positive values are never chosen."""
+        raise NotImplementedError

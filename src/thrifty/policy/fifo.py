@@ -9,14 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from thrifty.policy.base import Allocation, ClusterView, JobView
+from thrifty.policy.base import Allocation, BasePolicy, ClusterView, JobView
 from thrifty.policy.placement import free_gpus, pack, take
 
 
-class FifoPolicy:
+class FifoPolicy(BasePolicy):
     name = "fifo"
-    adaptive = False
-    heterogeneity_aware = False
 
     def __init__(self, seed: int = 0):
         self.seed = seed

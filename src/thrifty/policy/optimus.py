@@ -23,9 +23,11 @@ As its artifact ran it, and as this class does:
 - a job whose GPU count is unchanged keeps its placement; the others are placed in increasing GPU
   count on the nodes with the most free GPUs. The owner's requested GPU count is ignored.
 
-Without an oracle (a live cluster) the step time comes from the job's fitted `GoodputModel` and
-every job's remaining work counts as equal, so the rule degrades to pure speedup greed; a job with
-neither keeps one GPU.
+The policy reads only `JobView.oracle` (`needs_oracle`): the simulator's is the measured truth,
+a live scheduler's is `ModelOracle` over the job's reported model, so step times come from the
+fitted throughput model and remaining work from the job's declared length. A job whose length is
+unknown counts as much remaining work as any other (one unit), and a job without an oracle keeps
+one GPU.
 
 Parameters: `single_replica`, applications held to one GPU. `seed` is accepted for a uniform
 constructor; the policy is deterministic and uses no randomness.
@@ -36,22 +38,20 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from thrifty.goodput import split_batch
-from thrifty.goodput import step_time as model_step_time
-from thrifty.policy.base import Allocation, ClusterView, JobView
+from thrifty.policy.base import Allocation, BasePolicy, ClusterView, JobView
 from thrifty.policy.placement import free_gpus, most_free, packed_shape, take
 
 
-class OptimusPolicy:
+class OptimusPolicy(BasePolicy):
     name = "optimus"
-    adaptive = False
-    heterogeneity_aware = False
+    needs_oracle = True
 
     def __init__(self, seed: int = 0, single_replica: frozenset[str] = frozenset({"ncf"})):
         self.seed = seed
         self.single_replica = frozenset(single_replica)
-        # True step times never change, so oracle answers are kept across rounds, per job.
-        self._oracle_steps: dict[str, dict[tuple[str, int, int], float]] = {}
+        # Oracle answers are kept across rounds, per job, for as long as its oracle is the same
+        # (compared by value: a live job's changes when it reports a new model).
+        self._oracle_steps: dict[str, tuple[object, dict[tuple[str, int, int], float]]] = {}
 
     # --- what a job is worth -------------------------------------------------------------
     @staticmethod
@@ -70,7 +70,9 @@ class OptimusPolicy:
 
     @staticmethod
     def remaining_steps(job: JobView, batch: int) -> float:
-        return float(job.oracle.remaining_steps(batch)) if job.oracle else 1.0
+        """Steps left at `batch`, from the oracle; one unit when it cannot tell."""
+        steps = job.oracle.remaining_steps(batch) if job.oracle is not None else None
+        return 1.0 if steps is None else float(steps)
 
     @staticmethod
     def _kind(job: JobView, cluster: ClusterView) -> str:
@@ -86,28 +88,26 @@ class OptimusPolicy:
         shape = packed_shape(cluster, kind, replicas)
         if sum(shape) < replicas:
             return math.inf
-        batch = self.batch_size(job)
-        if job.oracle is not None:
-            known = self._oracle_steps.setdefault(job.id, {})
-            key = (kind, replicas, batch)
-            if key not in known:
-                seconds = job.oracle.step_seconds(kind, shape, batch)
-                known[key] = math.inf if seconds is None else float(seconds)
-            return known[key]
-        if job.model is None or kind not in job.model.throughput:
+        if job.oracle is None:
             return math.inf
-        atomic, accum = split_batch(
-            batch, replicas, job.model.limits.init_batch_size, job.model.local_cap(kind)
-        )
-        return float(model_step_time(
-            job.model.params(kind), len(shape), replicas, int(atomic), int(accum)
-        ))
+        batch = self.batch_size(job)
+        cached = self._oracle_steps.get(job.id)
+        if cached is None or (cached[0] is not job.oracle and cached[0] != job.oracle):
+            cached = self._oracle_steps[job.id] = (job.oracle, {})
+        known = cached[1]
+        key = (kind, replicas, batch)
+        if key not in known:
+            seconds = job.oracle.step_seconds(kind, shape, batch)
+            known[key] = math.inf if seconds is None else float(seconds)
+        return known[key]
 
     # --- the allocation rule -------------------------------------------------------------
     def replica_counts(self, jobs: Sequence[JobView], cluster: ClusterView) -> dict[str, int]:
         """GPUs per job: one each in submission order, then greedily by marginal gain."""
         ordered = sorted(jobs, key=lambda j: j.submit_time)  # stable: input order breaks ties
-        self._oracle_steps = {j.id: self._oracle_steps.get(j.id, {}) for j in ordered}
+        self._oracle_steps = {
+            j.id: self._oracle_steps[j.id] for j in ordered if j.id in self._oracle_steps
+        }
         step_cache: dict[tuple[str, int], float] = {}
 
         def step(job: JobView, replicas: int) -> float:

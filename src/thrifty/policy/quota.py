@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from thrifty.policy.base import Allocation
+from thrifty.policy.placement import shrink
 
 
 @dataclass(frozen=True)
@@ -24,17 +25,6 @@ class QuotaJob:
     min_replicas: int = 1
     elastic: bool = True
     current: Allocation | None = None
-
-
-def shrink(allocation: Allocation, replicas: int) -> Allocation:
-    """The same placement with only `replicas` GPUs, taken from the nodes in name order."""
-    left, gpus = replicas, {}
-    for node in sorted(allocation.gpus):
-        take = min(allocation.gpus[node], left)
-        if take:
-            gpus[node] = take
-            left -= take
-    return Allocation(gpus, allocation.kind)
 
 
 def enforce_quotas(

@@ -17,13 +17,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from thrifty.errors import ThriftyError
-from thrifty.policy.base import Allocation, ClusterView, JobView
-from thrifty.policy.configs import (
-    GoodputTable,
-    choose_configs,
-    config_of,
-    place_configs,
-)
+from thrifty.goodput import smallest_positive
+from thrifty.policy.base import ClusterView, JobView
+from thrifty.policy.configs import ConfigPolicy, config_of
 
 MAX_SPEEDUP = 3000.0  # normalised goodputs are clipped here, as in Sia
 # Sia's own estimate of a restart's cost per model (seconds), which its re-allocation factor uses.
@@ -31,7 +27,7 @@ RESTART_ESTIMATE_S = {"cifar10": 30.0, "deepspeech2": 25.0, "bert": 120.0, "yolo
                       "imagenet": 250.0}
 
 
-class SiaPolicy:
+class SiaPolicy(ConfigPolicy):
     """Sia as its paper and artifact state it.
 
     `p`: fairness power of the objective (−0.5). `lambda_n`: penalty per job left without GPUs
@@ -39,10 +35,7 @@ class SiaPolicy:
     objective it solves does not use it, and neither does this one.
     """
 
-    name = "sia"
-    adaptive = True
-    heterogeneity_aware = True
-    profiles_on_arrival = True  # Sia measures each new job on one GPU of every kind
+    name = "sia"  # measures each new job on one GPU of every kind, as Sia does
 
     def __init__(
         self, seed: int = 0, p: float = -0.5, lambda_n: float = 1.1, lambda_a: float = 0.01
@@ -53,16 +46,12 @@ class SiaPolicy:
         self.p = p
         self.lambda_n = lambda_n
         self.lambda_a = lambda_a
-        self._table: GoodputTable | None = None
 
-    def allocate(
-        self, jobs: Sequence[JobView], cluster: ClusterView, now: float
-    ) -> dict[str, Allocation]:
-        if not jobs:
-            return {}
-        self._table = GoodputTable.for_cluster(self._table, cluster)
+    def values(
+        self, jobs: Sequence[JobView], cluster: ClusterView, goodput: np.ndarray, now: float
+    ) -> np.ndarray:
+        assert self._table is not None  # set by `allocate` before it asks
         configs = self._table.configs
-        goodput = self._table.rows(jobs)
         speedup = _normalised(goodput)
         for i, job in enumerate(jobs):
             current = config_of(job.allocation, configs)
@@ -74,16 +63,12 @@ class SiaPolicy:
         values = np.zeros_like(speedup)
         valid = speedup > 0
         values[valid] = self.lambda_n - speedup[valid] ** self.p
-        choice = choose_configs(values, configs)
-        return place_configs(choice, jobs, configs, cluster)
+        return values
 
 
 def _normalised(goodput: np.ndarray) -> np.ndarray:
     """Each row over its smallest positive entry, rounded to two decimals, clipped."""
-    positive = np.where(goodput > 0, goodput, np.inf)
-    floor = positive.min(axis=1, keepdims=True)
-    floor = np.where(np.isfinite(floor), floor, 1.0)
-    return np.minimum(np.round(goodput / floor, 2), MAX_SPEEDUP)
+    return np.minimum(np.round(goodput / smallest_positive(goodput), 2), MAX_SPEEDUP)
 
 
 def _reallocation_factor(job: JobView, now: float) -> float:

@@ -37,16 +37,11 @@ import numpy as np
 from numpy.typing import NDArray
 
 from thrifty.errors import ThriftyError
-from thrifty.policy.base import Allocation, ClusterView, JobView
-from thrifty.policy.configs import (
-    GoodputTable,
-    choose_configs,
-    config_of,
-    place_configs,
-)
+from thrifty.policy.base import ClusterView, JobView
+from thrifty.policy.configs import ConfigPolicy, GoodputTable, config_of
 
 
-class ThriftyPolicy:
+class ThriftyPolicy(ConfigPolicy):
     """The default policy. Knobs (documented defaults):
 
     `fairness` (−0.5): the power p < 0; closer to 0 favours total goodput, more negative favours
@@ -58,9 +53,7 @@ class ThriftyPolicy:
     """
 
     name = "thrifty"
-    adaptive = True
-    heterogeneity_aware = True
-    profiles_on_arrival = True
+    fill_a_node = True
 
     def __init__(
         self,
@@ -88,16 +81,13 @@ class ThriftyPolicy:
         self.cost_weight = cost_weight
         self.run_value = run_value
         self.horizon_s = horizon_s
-        self._table: GoodputTable | None = None
 
-    def allocate(
-        self, jobs: Sequence[JobView], cluster: ClusterView, now: float
-    ) -> dict[str, Allocation]:
-        if not jobs:
-            return {}
-        self._table = GoodputTable.for_cluster(self._table, cluster, fill_a_node=True)
+    def values(
+        self, jobs: Sequence[JobView], cluster: ClusterView, goodput: NDArray[np.float64],
+        now: float,
+    ) -> NDArray[np.float64]:
+        assert self._table is not None  # set by `allocate` before it asks
         configs = self._table.configs
-        goodput = self._table.rows(jobs)
         current = np.array([config_of(job.allocation, configs) for job in jobs])
         restart = np.array([job.restart_seconds for job in jobs])
 
@@ -137,8 +127,7 @@ class ThriftyPolicy:
         if self.cost_weight > 0:
             price = np.broadcast_to(_config_prices(cluster, self._table), values.shape)
             values[valid] -= self.cost_weight * price[valid]
-        choice = choose_configs(values, configs)
-        return place_configs(choice, jobs, configs, cluster)
+        return values
 
     def predicted_finish(
         self, jobs: Sequence[JobView], goodput: NDArray[np.float64]

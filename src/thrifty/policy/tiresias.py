@@ -32,7 +32,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from thrifty.errors import ThriftyError
-from thrifty.policy.base import Allocation, ClusterView, JobView
+from thrifty.policy.base import Allocation, BasePolicy, ClusterView, JobView
 from thrifty.policy.placement import free_gpus, most_free, take
 
 
@@ -42,10 +42,8 @@ class _QueueEntry:
     order: int  # position of arrival into that queue: FIFO within a queue
 
 
-class TiresiasPolicy:
+class TiresiasPolicy(BasePolicy):
     name = "tiresias"
-    adaptive = False
-    heterogeneity_aware = False
 
     def __init__(self, seed: int = 0, queue_thresholds: tuple[float, ...] = (16 * 3600.0,)):
         thresholds = tuple(float(t) for t in queue_thresholds)

@@ -14,19 +14,9 @@ from dataclasses import dataclass
 
 from thrifty.goodput import BatchLimits, GoodputModel, growth_cap
 from thrifty.policy.base import Allocation, ClusterView, JobView, Oracle
-from thrifty.policy.quota import shrink
+from thrifty.policy.placement import shrink
 
-__all__ = ["Checked", "capability", "check_answer", "job_view"]
-
-
-def capability(policy: object, name: str) -> bool:
-    """A policy's declared capability (`profiles_on_arrival`, `needs_oracle`, ...).
-
-    Read through this one function so that a policy that does not declare one counts as without
-    it. Once every policy inherits these flags from the base policy, this becomes a plain
-    attribute read (`policy.profiles_on_arrival`) and should be simplified to that.
-    """
-    return bool(getattr(policy, name, False))
+__all__ = ["Checked", "check_answer", "job_view"]
 
 
 def job_view(

@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from thrifty.errors import InputError, ThriftyError
-from thrifty.sim.autoscale import AutoscaleConfig, parse_autoscale
+from thrifty.policy.autoscale import AutoscaleConfig
+from thrifty.sim.autoscale import parse_autoscale
 
 PROFILE_KINDS: Mapping[str, tuple[str, ...]] = {
     "pollux": ("aws",),

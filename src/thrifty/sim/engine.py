@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from thrifty.errors import ThriftyError
 from thrifty.policy.base import Allocation, ClusterView, JobView, NodeView, Policy
-from thrifty.policy.views import capability, check_answer
+from thrifty.policy.views import check_answer
 from thrifty.sim.autoscale import Autoscaler, NodeRecord
 from thrifty.sim.cluster import ClusterSpec
 from thrifty.sim.job import SimJob
@@ -122,7 +122,7 @@ def simulate(
         for spec in workload.jobs
     ]
     # Heterogeneity-aware policies such as Sia measure each new job on one GPU of every kind.
-    profiles_on_arrival = capability(policy, "profiles_on_arrival")
+    profiles_on_arrival = policy.profiles_on_arrival
     contention_sum = {j.name: 0.0 for j in jobs}
     contention_rounds = {j.name: 0 for j in jobs}
     rounds: list[float] = []
