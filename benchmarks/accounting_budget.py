@@ -57,7 +57,7 @@ def main() -> None:
                                 interval_s=INTERVAL)
         started = time.perf_counter()
         result = simulate(workload, cluster, policy, profiles,
-                          SimSettings(interval=INTERVAL, max_hours=24 * 70))
+                          SimSettings(interval_s=INTERVAL, max_hours=24 * 70))
         ledger = run_ledger(result, workload, policy, tariff, INTERVAL)
         return result, ledger, policy, time.perf_counter() - started
 

@@ -47,7 +47,7 @@ import thrifty.train.ray_train
 def train_func(config: dict[str, Any]) -> dict[str, Any]:
     """One Ray Train worker; rank 0's return value becomes the run's `Result.return_value`."""
     job = thrifty.train.ray_train.init(config.get("ckpt"), config.get("report"),
-                                       report_interval=1.0)
+                                       report_interval_s=1.0)
     start = {"start_epoch": job.epoch, "start_step": job.step,
              "world_size": job.env.world_size}
     x, y = torch.tensor(config["images"]), torch.tensor(config["labels"])

@@ -64,7 +64,7 @@ def run(tmp_path: Path, data_root: Path, policy_name: str, book: BudgetBook | No
                             interval_s=INTERVAL)
     wl = workload(tmp_path)
     result = simulate(wl, cluster, policy, ProfileSet(data_root, "pollux"),
-                      SimSettings(interval=INTERVAL, max_hours=48))
+                      SimSettings(interval_s=INTERVAL, max_hours=48))
     ledger = run_ledger(result, wl, policy, tariff, INTERVAL)
     return result, ledger, policy
 

@@ -26,7 +26,7 @@ def main() -> None:
     parser.add_argument("--step-sleep", type=float, default=0.0, help="seconds added per step")
     args = parser.parse_args()
 
-    job = thrifty.train.init(report_interval=1.0)
+    job = thrifty.train.init(report_interval_s=1.0)
     rank, world = job.env.rank, job.env.world_size
     print(f"rank {rank} of {world} starts at epoch {job.epoch} step {job.step} "
           f"(kind {job.kind}, master {os.environ.get('MASTER_ADDR')})", flush=True)

@@ -33,7 +33,7 @@ def spec(name: str, **fields: object) -> object:
 def plane(tmp_path: Path) -> Iterator[ControlPlane]:
     cp = ControlPlane(Store(f"sqlite:///{tmp_path / 'db'}"), LocalExecutor(slots=2), "thrifty",
                       interval_s=1.0, home=tmp_path, stop_grace_s=20.0, retry_backoff_s=0.2,
-                      restart_seconds=1.0)
+                      restart_s=1.0)
     cp.start()
     yield cp
     cp.stop(stop_jobs=True)

@@ -17,7 +17,7 @@ from thrifty.cluster.states import ACTIVE_STATES, QUEUED, RUNNING, SUCCEEDED
 from thrifty.cluster.store import Store, keep_report
 from thrifty.contract import Allocation, JobReport
 from thrifty.goodput import BatchLimits, GoodputModel, GradientStats, ThroughputParams
-from thrifty.policy.base import ClusterView, JobView, NodeView
+from thrifty.policy.base import BasePolicy, ClusterView, JobView, NodeView
 from thrifty.policy.oracle import ModelOracle
 
 NODES = (NodeView("a0", "a100", 4), NodeView("a1", "a100", 4))
@@ -32,12 +32,11 @@ class Clock:
         return self.t
 
 
-class Scripted:
+class Scripted(BasePolicy):
     """A policy that answers what the test says and remembers what it was shown."""
 
     name = "scripted"
     adaptive = True
-    heterogeneity_aware = False
 
     def __init__(self, answer: Answer | None = None, needs_oracle: bool = False) -> None:
         self.answer = answer or (lambda jobs, cluster: {})
@@ -123,7 +122,7 @@ def test_decide_places_rigid_jobs_first_and_shows_the_policy_the_spec(store, tmp
     assert view.requested_batch_size == 512
     assert (view.min_replicas, view.max_replicas, view.replica_limit) == (1, 1, 8)
     assert view.requested_replicas == 8
-    assert view.restart_seconds == 7.0
+    assert view.restart_s == 7.0
     assert view.model is None and view.oracle is None
 
 

@@ -168,7 +168,7 @@ def test_jobs_come_and_go_between_rounds() -> None:
 
 
 def test_settings_are_validated() -> None:
-    for bad in ({"population": 0}, {"generations": -1}, {"restart_penalty": -1.0}):
+    for bad in ({"population": 0}, {"generations": -1}, {"restart_penalty_s": -1.0}):
         with pytest.raises(ThriftyError):
             PolluxPolicy(**bad)  # type: ignore[arg-type]
     policy = PolluxPolicy()

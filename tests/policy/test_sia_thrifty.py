@@ -37,7 +37,7 @@ def view(name: str, goodput: GoodputModel | None, alloc: Allocation | None = Non
          submit: float = 0.0, restarts: int = 0, restart_s: float = 30.0) -> JobView:
     return JobView(id=name, submit_time=submit, application="cifar10", model=goodput,
                    limits=LIMITS, allocation=alloc, restarts=restarts, max_replicas=64,
-                   restart_seconds=restart_s)
+                   restart_s=restart_s)
 
 
 @pytest.mark.parametrize("policy", [SiaPolicy(), ThriftyPolicy()], ids=["sia", "thrifty"])

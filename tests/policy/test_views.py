@@ -1,8 +1,7 @@
 from __future__ import annotations
 
 from thrifty.goodput import BatchLimits, GoodputModel, GradientStats, ThroughputParams
-from thrifty.policy.base import Allocation, ClusterView, NodeView
-from thrifty.policy.base import BasePolicy
+from thrifty.policy.base import Allocation, BasePolicy, ClusterView, NodeView
 from thrifty.policy.views import check_answer, job_view
 
 LIMITS = BatchLimits(init_batch_size=128, max_batch_size=1024, min_local_bsz=32, max_local_bsz=256)
@@ -52,7 +51,7 @@ def test_the_rest_of_the_view_is_passed_through():
     assert (view.id, view.submit_time, view.application, view.owner) == ("j", 5.0, "app", "ml/ann")
     assert (view.allocation, view.restarts, view.attained_service) == (alloc, 2, 30.0)
     assert (view.requested_replicas, view.requested_batch_size) == (4, 256)
-    assert (view.restart_seconds, view.deadline) == (12.0, 99.0)
+    assert (view.restart_s, view.deadline) == (12.0, 99.0)
 
 
 def test_a_sound_answer_passes_unchanged():

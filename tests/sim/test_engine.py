@@ -7,7 +7,7 @@ import pytest
 
 from thrifty.errors import ThriftyError
 from thrifty.goodput import GradientStats, gain
-from thrifty.policy.base import Allocation, ClusterView, JobView
+from thrifty.policy.base import Allocation, BasePolicy, ClusterView, JobView
 from thrifty.policy.fifo import FifoPolicy
 from thrifty.sim.cluster import load_cluster
 from thrifty.sim.engine import SimSettings, simulate
@@ -54,12 +54,10 @@ def test_fifo_completes_every_job_and_queues_in_order(data_root: Path) -> None:
     assert max(used for _, used in result.gpus_in_use) == 64
 
 
-class Flapper:
+class Flapper(BasePolicy):
     """Moves its single job between two nodes every round: every move is a restart."""
 
     name = "flapper"
-    adaptive = False
-    heterogeneity_aware = False
 
     def allocate(
         self, jobs: Sequence[JobView], cluster: ClusterView, now: float
@@ -78,10 +76,8 @@ def test_reallocations_count_as_restarts_and_cost_their_delay(data_root: Path) -
     assert moved.completion_time > steady.completion_time + 0.4 * 30 * moved.restarts
 
 
-class Greedy:
+class Greedy(BasePolicy):
     name = "greedy"
-    adaptive = False
-    heterogeneity_aware = False
 
     def allocate(
         self, jobs: Sequence[JobView], cluster: ClusterView, now: float
@@ -149,7 +145,7 @@ def test_summary_metrics_are_consistent(data_root: Path) -> None:
     jobs = [JobSpec(f"j{i}", 30.0 * i, app, 2, 256) for i, app in
             enumerate(["cifar10", "deepspeech2", "ncf", "cifar10"])]
     jobs[2] = JobSpec("j2", 60.0, "ncf", 1, 32768)
-    result = simulate(workload(*jobs), cluster, FifoPolicy(), profiles, SimSettings(interval=30))
+    result = simulate(workload(*jobs), cluster, FifoPolicy(), profiles, SimSettings(interval_s=30))
     apps = {j.application: profiles.get(j.application, cluster.kinds) for j in jobs}
     summary = summarize(result, cluster, apps)
     jcts = sorted(j.completion_time - j.submit_time for j in result.jobs)
@@ -162,6 +158,6 @@ def test_summary_metrics_are_consistent(data_root: Path) -> None:
 
 def test_bad_settings_are_rejected() -> None:
     with pytest.raises(ThriftyError, match="interval"):
-        SimSettings(interval=0)
+        SimSettings(interval_s=0)
     with pytest.raises(ThriftyError, match="restart delay"):
-        SimSettings(restart_delay=-1)
+        SimSettings(restart_delay_s=-1)

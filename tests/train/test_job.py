@@ -204,7 +204,7 @@ def test_report_file_holds_a_goodput_model_with_the_declared_length(
     job_factory, tmp_path: Path
 ) -> None:
     target = tmp_path / "report.json"
-    job = job_factory(report_to=str(target), report_interval=0.05, adapt_every=5)
+    job = job_factory(report_to=str(target), report_interval_s=0.05, adapt_every=5)
     model = nn.Linear(8, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     wrapped = job.parallel(model, optimizer)
@@ -221,7 +221,7 @@ def test_report_file_holds_a_goodput_model_with_the_declared_length(
 
 def test_reported_metrics_round_trip_through_the_report_file(job_factory, tmp_path: Path) -> None:
     target = tmp_path / "report.json"
-    job = job_factory(report_to=str(target), report_interval=0.05, adapt_every=5)
+    job = job_factory(report_to=str(target), report_interval_s=0.05, adapt_every=5)
     job.report_metrics(val_loss=1.5)  # before any step: kept until there is a model to send
     model = nn.Linear(8, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -261,7 +261,7 @@ def test_start_up_time_adds_up_over_attempts_and_cpu_energy_is_not_claimed_as_me
     folder = tmp_path / "ckpt"
 
     def attempt(delay_s: float) -> tuple[dict, float]:
-        job = job_factory(checkpoint_dir=folder, report_to=str(target), report_interval=0.05)
+        job = job_factory(checkpoint_dir=folder, report_to=str(target), report_interval_s=0.05)
         time.sleep(delay_s)  # a slow start: building the model, loading data
         model = nn.Linear(8, 1)
         optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
@@ -309,7 +309,7 @@ def test_http_reports_arrive_and_a_dead_receiver_never_blocks() -> None:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
-        live = Reporter(f"http://127.0.0.1:{server.server_port}/report", interval=0.05)
+        live = Reporter(f"http://127.0.0.1:{server.server_port}/report", interval_s=0.05)
         live.publish(_report(7))
         deadline = time.monotonic() + 5
         while not _Collector.bodies and time.monotonic() < deadline:
@@ -321,7 +321,7 @@ def test_http_reports_arrive_and_a_dead_receiver_never_blocks() -> None:
         server.shutdown()
         server.server_close()
     # Nothing listens on the freed port now: sending fails, publishing must still be instant.
-    dead = Reporter(f"http://127.0.0.1:{server.server_port}/report", interval=0.01, timeout=0.5)
+    dead = Reporter(f"http://127.0.0.1:{server.server_port}/report", interval_s=0.01, timeout_s=0.5)
     reports = [_report(step) for step in range(1000)]
     start = time.perf_counter()
     for report in reports:

@@ -53,7 +53,7 @@ def main() -> None:
     args = parser.parse_args()
 
     job = thrifty.train.init(args.ckpt, args.report, deterministic=True, adapt_every=10,
-                             report_interval=0.2)
+                             report_interval_s=0.2)
     digits = load_digits()
     x = torch.tensor(digits.data, dtype=torch.float32) / 16.0
     y = torch.tensor(digits.target)

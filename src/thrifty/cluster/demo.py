@@ -37,7 +37,7 @@ class DemoJob:
     args: tuple[str, ...]
 
 
-RESTART_SECONDS = 8.0
+RESTART_S = 8.0
 """A local resize: checkpoint, exit, start Python and PyTorch again, load (measured: 4-8 s)."""
 
 DEMO_JOBS = (
@@ -126,7 +126,7 @@ def run_live_demo(home: Path, policy: str = "thrifty", slots: int | None = None,
     capacity = executor.nodes()[0].num_gpus
     store = Store(f"sqlite:///{home / 'thrifty.db'}")
     plane = ControlPlane(store, executor, policy, interval_s=interval_s, home=home,
-                         stop_grace_s=30.0, restart_seconds=RESTART_SECONDS,
+                         stop_grace_s=30.0, restart_s=RESTART_S,
                          tariff=live_tariff(data_root=settings.data_root))
     plan = demo_specs(examples, max_replicas=capacity)
     console.print(

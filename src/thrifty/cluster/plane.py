@@ -41,7 +41,7 @@ class ControlPlane:
         quotas: Mapping[str, Mapping[str, int]] | None = None,
         stop_grace_s: float = 60.0,
         retry_backoff_s: float = 5.0,
-        restart_seconds: float = 30.0,
+        restart_s: float = 30.0,
         tariff: Tariff | None = None,
         budgets: BudgetBook | None = None,
     ) -> None:
@@ -56,7 +56,7 @@ class ControlPlane:
         self.check_s = min(1.0, interval_s)  # how often ended attempts are looked for
         self._tariff = tariff
         self.budgets = None if budgets is None else LiveBudgets(budgets, self.tariff, interval_s)
-        config = SchedulerConfig(restart_s=restart_seconds, retry_backoff_s=retry_backoff_s,
+        config = SchedulerConfig(restart_s=restart_s, retry_backoff_s=retry_backoff_s,
                                  grace_s=stop_grace_s, quotas=dict(quotas or {}))
         self.scheduler = Scheduler(self.store, executor, self.policy, home=self.home,
                                    config=config, budgets=self.budgets)

@@ -78,7 +78,7 @@ class JobView:
     (adaptive jobs grow into placements gradually, by Pollux's rule: twice what they have run
     with); `replica_limit` is the most it could ever use (its largest batch at the smallest
     per-GPU batch), for a policy that explores by a rule of its own. `requested_*` is the
-    owner's own request, which rigid policies honour. `restart_seconds` is the policy's estimate
+    owner's own request, which rigid policies honour. `restart_s` is the policy's estimate
     of a restart's cost. `deadline` (seconds, on the same clock as `now`) is when the job's
     owner needs it finished, if they said so: a carbon-aware wrapper may start it later.
     """
@@ -97,7 +97,7 @@ class JobView:
     replica_limit: int | None = None
     requested_replicas: int | None = None
     requested_batch_size: int | None = None
-    restart_seconds: float = 30.0
+    restart_s: float = 30.0
     deadline: float | None = None
     oracle: Oracle | None = field(default=None, repr=False)
 

@@ -220,7 +220,7 @@ class MeteredPolicy(PolicyWrapper):
             restarting = view is None or not alloc.same_as(view.allocation)
             self._open[job] = _Open(
                 alloc, view.owner if view else "", now, self.usd_per_hour(alloc, nodes),
-                (view.restart_seconds if view else 0.0) if restarting else 0.0,
+                (view.restart_s if view else 0.0) if restarting else 0.0,
             )
 
     def finish(self, end_s: float | None = None) -> list[UsageSegment]:

@@ -89,7 +89,7 @@ def estimate_run_seconds(job: JobView, cluster: ClusterView) -> float | None:
     seconds = _from_model(job, cluster, kinds, replicas)
     if seconds is None:
         seconds = _from_oracle(job, cluster, kinds, replicas)
-    return None if seconds is None else seconds + job.restart_seconds
+    return None if seconds is None else seconds + job.restart_s
 
 
 def _from_model(

@@ -247,7 +247,7 @@ class GavelFtfPolicy(_GavelBase):
             total[i] = state.total_steps
         iso_rate = isolated_throughputs(rates.throughputs, rates.scale_factors, rates.capacity)
         prestart = np.array([
-            self.round_seconds - job.submit_time % self.round_seconds + job.restart_seconds
+            self.round_seconds - job.submit_time % self.round_seconds + job.restart_s
             for job in jobs
         ])
         with np.errstate(divide="ignore"):

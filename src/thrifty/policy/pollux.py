@@ -83,7 +83,7 @@ class PolluxPolicy(BasePolicy):
             equal allocations.
         p: exponent of the power mean over job speedups (−1: the paper's default; more negative is
             fairer, 1 maximises average speedup, 0 is the geometric mean).
-        restart_penalty: δ in seconds of the restart factor `max(age − restarts·δ, 0)/(age + δ)`
+        restart_penalty_s: δ in seconds of the restart factor `max(age − restarts·δ, 0)/(age + δ)`
             applied to a job whose allocation would change (30 s, as in the paper and artifact).
         population: individuals kept by the genetic search each generation (100).
         generations: generations of offspring per scheduling round (100).
@@ -96,7 +96,7 @@ class PolluxPolicy(BasePolicy):
         self,
         seed: int = 0,
         p: float = -1.0,
-        restart_penalty: float = 30.0,
+        restart_penalty_s: float = 30.0,
         population: int = 100,
         generations: int = 100,
     ):
@@ -104,13 +104,13 @@ class PolluxPolicy(BasePolicy):
             raise ThriftyError(f"population must be at least 1, got {population}")
         if generations < 0:
             raise ThriftyError(f"generations must be non-negative, got {generations}")
-        if restart_penalty < 0:
-            raise ThriftyError(f"restart_penalty must be non-negative, got {restart_penalty}")
+        if restart_penalty_s < 0:
+            raise ThriftyError(f"restart_penalty_s must be non-negative, got {restart_penalty_s}")
         if not np.isfinite(p):
             raise ThriftyError(f"p must be finite, got {p}")
         self.seed = seed
         self.p = float(p)
-        self.restart_penalty = float(restart_penalty)
+        self.restart_penalty_s = float(restart_penalty_s)
         self.population = population
         self.generations = generations
         self._rng = np.random.default_rng(seed)
@@ -142,7 +142,7 @@ class PolluxPolicy(BasePolicy):
         speedup = self._speedups(order, layout, max_replicas)
         age = np.array([j.age(now) for j in order])
         restarts = np.array([j.restarts for j in order], dtype=float)
-        delta = self.restart_penalty
+        delta = self.restart_penalty_s
         with np.errstate(divide="ignore", invalid="ignore"):
             factor = np.maximum(age - restarts * delta, 0.0) / (age + delta)
         factor = np.nan_to_num(factor, nan=1.0)  # δ = 0 and age 0: no penalty at all

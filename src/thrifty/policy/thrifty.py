@@ -89,7 +89,7 @@ class ThriftyPolicy(ConfigPolicy):
         assert self._table is not None  # set by `allocate` before it asks
         configs = self._table.configs
         current = np.array([config_of(job.allocation, configs) for job in jobs])
-        restart = np.array([job.restart_seconds for job in jobs])
+        restart = np.array([job.restart_s for job in jobs])
 
         finish = self.predicted_finish(jobs, goodput)
         runs = np.isfinite(finish)

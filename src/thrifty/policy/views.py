@@ -83,7 +83,7 @@ def job_view(
         replica_limit=limit,
         requested_replicas=requested_replicas,
         requested_batch_size=requested_batch_size,
-        restart_seconds=restart_s,
+        restart_s=restart_s,
         deadline=deadline,
         oracle=oracle,
     )

@@ -101,8 +101,8 @@ def plan_runs(
     data_root: Path,
     *,
     seed: int = 0,
-    interval: float = 60.0,
-    restart_delay: float | None = None,
+    interval_s: float = 60.0,
+    restart_delay_s: float | None = None,
     load: float = 1.0,
     prices: Path | None = None,
     carbon: str | None = None,
@@ -117,7 +117,7 @@ def plan_runs(
     of every application used on every GPU kind of the cluster, so that each error surfaces here,
     in the parent, as one `ThriftyError` naming the file, line and field.
     """
-    SimSettings(interval=interval, restart_delay=restart_delay)  # checks both values
+    SimSettings(interval_s=interval_s, restart_delay_s=restart_delay_s)  # checks both values
     spec_cluster = load_cluster(cluster)
     profiles = ProfileSet(data_root, spec_cluster.profiles)
     applications = profiles.applications
@@ -154,8 +154,8 @@ def plan_runs(
                 cluster=cluster,
                 data_root=data_root,
                 seed=seed,
-                interval=interval,
-                restart_delay=restart_delay,
+                interval_s=interval_s,
+                restart_delay_s=restart_delay_s,
                 load=load,
                 prices=prices,
                 carbon=carbon,
@@ -293,8 +293,8 @@ def json_rows(outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
             path=str(spec.workload),
             cluster=spec.cluster,
             seed=spec.seed,
-            interval_s=spec.interval,
-            restart_delay_s=spec.restart_delay,
+            interval_s=spec.interval_s,
+            restart_delay_s=spec.restart_delay_s,
             load=spec.load,
             run_s=outcome.run_s,
             cpu_s=outcome.cpu_s,

@@ -24,15 +24,15 @@ from thrifty.sim.workload import Workload
 
 @dataclass(frozen=True)
 class SimSettings:
-    interval: float = 60.0  # seconds between scheduling rounds
-    restart_delay: float | None = None  # seconds per re-allocation; None: the cluster's own
+    interval_s: float = 60.0  # between scheduling rounds
+    restart_delay_s: float | None = None  # per re-allocation; None: the cluster's own
     max_hours: float = 24.0 * 30  # give up (with an error) past this much simulated time
 
     def __post_init__(self) -> None:
-        if self.interval <= 0:
-            raise ThriftyError(f"interval must be positive, got {self.interval}")
-        if self.restart_delay is not None and self.restart_delay < 0:
-            raise ThriftyError(f"restart delay must be non-negative, got {self.restart_delay}")
+        if self.interval_s <= 0:
+            raise ThriftyError(f"interval must be positive, got {self.interval_s}")
+        if self.restart_delay_s is not None and self.restart_delay_s < 0:
+            raise ThriftyError(f"restart delay must be non-negative, got {self.restart_delay_s}")
 
 
 @dataclass(frozen=True)
@@ -98,10 +98,10 @@ def simulate(
     round (and once at time 0, to rent its floor of nodes).
     """
     settings = settings or SimSettings()
-    if settings.restart_delay is not None:
+    if settings.restart_delay_s is not None:
         cluster = ClusterSpec(
             name=cluster.name, nodes=cluster.nodes, profiles=cluster.profiles,
-            restart_delay={"*": settings.restart_delay}, slowdown=cluster.slowdown,
+            restart_delay={"*": settings.restart_delay_s}, slowdown=cluster.slowdown,
             local_bsz_caps=cluster.local_bsz_caps, autoscale=cluster.autoscale,
         )
     started = time.perf_counter()
@@ -141,8 +141,8 @@ def simulate(
     while done < len(jobs):
         tick = time.perf_counter()
         for i in live:
-            jobs[i].advance(now, settings.interval)
-        now += settings.interval
+            jobs[i].advance(now, settings.interval_s)
+        now += settings.interval_s
         finished = [i for i in live if jobs[i].done]
         if finished:
             live = [i for i in live if not jobs[i].done]

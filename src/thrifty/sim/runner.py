@@ -34,8 +34,8 @@ class RunSpec:
     cluster: str
     data_root: Path
     seed: int = 0
-    interval: float = 60.0
-    restart_delay: float | None = None
+    interval_s: float = 60.0
+    restart_delay_s: float | None = None
     load: float = 1.0
     prices: Path | None = None  # price sheet TOML (default: the built-in sheet)
     carbon: str | None = None  # region, CSV or gCO2/kWh (default: the sheet's region)
@@ -59,15 +59,15 @@ def run(spec: RunSpec, on_round: Callable[[int, int], None] | None = None) -> Su
     shifter = None
     if spec.carbon_slack is not None or any(j.deadline is not None for j in workload.jobs):
         shifter = CarbonAwarePolicy(inner, tariff.intensity, slack_s=spec.carbon_slack)
-    policy = metered(shifter or inner, tariff, book, spec.interval)
-    settings = SimSettings(interval=spec.interval, restart_delay=spec.restart_delay)
+    policy = metered(shifter or inner, tariff, book, spec.interval_s)
+    settings = SimSettings(interval_s=spec.interval_s, restart_delay_s=spec.restart_delay_s)
     scaler = None
     if spec.autoscale:
         scaler = Autoscaler(priced_pool(cluster, tariff), cluster.autoscale)
     result = simulate(workload, cluster, policy, profiles, settings, on_round=on_round,
                       autoscaler=scaler)
     apps = {j.application: profiles.get(j.application, cluster.kinds) for j in workload.jobs}
-    ledger = run_ledger(result, workload, policy, tariff, spec.interval)
+    ledger = run_ledger(result, workload, policy, tariff, spec.interval_s)
     summary = with_costs(summarize(result, cluster, apps), ledger, spec.keep_ledger,
                          held_bill(result, tariff))
     if shifter is None:

@@ -88,7 +88,7 @@ def init(
     *,
     adapt_every: int = 25,
     min_gain: float = 0.05,
-    report_interval: float = 5.0,
+    report_interval_s: float = 5.0,
     seed: int = 0,
     stats_every: int = 4,
     num_threads: int | None = 1,
@@ -117,6 +117,6 @@ def init(
     # Check everything local before touching the network: a bad folder fails in a second.
     if dist.is_initialized():
         check_group(env)
-    job = Job(env, device, adapt_every, min_gain, report_interval, seed, stats_every)
+    job = Job(env, device, adapt_every, min_gain, report_interval_s, seed, stats_every)
     job.owns_group = join_group(env, device, backend, timeout_s)
     return job

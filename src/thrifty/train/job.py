@@ -56,7 +56,7 @@ class Job:
         device: torch.device,
         adapt_every: int = 25,
         min_gain: float = 0.05,
-        report_interval: float = 5.0,
+        report_interval_s: float = 5.0,
         seed: int = 0,
         stats_every: int = 4,
     ) -> None:
@@ -107,7 +107,7 @@ class Job:
                 log.info("resuming from %s (epoch %d, step %d)", latest[0], self.epoch, self.step)
         self.stop = StopSignal()
         self.reporter = (
-            Reporter(env.report_to, report_interval) if env.report_to and env.rank == 0 else None
+            Reporter(env.report_to, report_interval_s) if env.report_to and env.rank == 0 else None
         )
         self._oom_exit = oom.OutOfMemoryExit(self._out_of_memory)
         self._closed = False

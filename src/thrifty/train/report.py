@@ -1,7 +1,7 @@
 """Publishing the job's `JobReport` to the scheduler without ever slowing training down.
 
 Training hands its latest report to `Reporter.publish`, which only stores it; a daemon thread sends
-the newest one every `interval` seconds, to an HTTP endpoint (POSTed as JSON) or a file (replaced
+the newest one every `interval_s` seconds, to an HTTP endpoint (POSTed as JSON) or a file (replaced
 atomically, so a reader never sees half of it). A receiver that is down costs a logged warning,
 never a stalled step: the thread uses short timeouts and simply tries again next time.
 """
@@ -59,14 +59,14 @@ def _post(url: str, body: bytes, timeout: float) -> None:
 
 
 class Reporter:
-    """Sends the newest report to `target` (http(s) URL or file path) every `interval` seconds."""
+    """Sends the newest report to `target` (http(s) URL or file path) every `interval_s` seconds."""
 
-    def __init__(self, target: str, interval: float = 5.0, timeout: float = 2.0) -> None:
-        if interval <= 0:
-            raise ThriftyError(f"report interval must be positive, got {interval}")
+    def __init__(self, target: str, interval_s: float = 5.0, timeout_s: float = 2.0) -> None:
+        if interval_s <= 0:
+            raise ThriftyError(f"report interval must be positive, got {interval_s}")
         self.target = target
-        self.interval = interval
-        self.timeout = timeout
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
         self.is_http = target.startswith(("http://", "https://"))
         if not self.is_http:
             folder = Path(target).parent
@@ -100,7 +100,7 @@ class Reporter:
             return
         try:
             if self.is_http:
-                _post(self.target, body, self.timeout)
+                _post(self.target, body, self.timeout_s)
             else:
                 _write_file(Path(self.target), body)
         except (OSError, urllib.error.URLError, ValueError) as err:
@@ -114,13 +114,13 @@ class Reporter:
     def _run(self) -> None:
         while not self._stop.is_set():
             self._send_latest()
-            self._wake.wait(self.interval)
+            self._wake.wait(self.interval_s)
             self._wake.clear()
 
     def close(self, flush: bool = True) -> None:
         """Stop the thread, sending the newest report once more when `flush` (bounded wait)."""
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout=self.timeout + 1.0)
+        self._thread.join(timeout=self.timeout_s + 1.0)
         if flush:
             self._send_latest()
