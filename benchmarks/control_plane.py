@@ -32,7 +32,8 @@ from thrifty.cluster.local import LocalExecutor
 from thrifty.cluster.plane import ControlPlane
 from thrifty.cluster.schema import JobRow
 from thrifty.cluster.spec import validate_spec
-from thrifty.cluster.store import RUNNING, SUCCEEDED, Store
+from thrifty.cluster.states import RUNNING, SUCCEEDED
+from thrifty.cluster.store import Store
 from thrifty.contract import JobReport
 from thrifty.goodput import BatchLimits, GoodputModel, GradientStats, ThroughputParams
 from thrifty.settings import Settings

@@ -26,7 +26,8 @@ from thrifty.cluster.api import ApiServer, create_app, read_from, read_tail
 from thrifty.cluster.local import LocalExecutor
 from thrifty.cluster.plane import ControlPlane
 from thrifty.cluster.schema import JobRow
-from thrifty.cluster.store import TERMINAL_STATES, Store
+from thrifty.cluster.states import TERMINAL_STATES
+from thrifty.cluster.store import Store
 
 PY = sys.executable
 

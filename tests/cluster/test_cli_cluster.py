@@ -20,7 +20,8 @@ from thrifty.cluster.api import ApiServer, create_app
 from thrifty.cluster.local import LocalExecutor
 from thrifty.cluster.plane import ControlPlane
 from thrifty.cluster.schema import AllocationRow
-from thrifty.cluster.store import TERMINAL_STATES, Store
+from thrifty.cluster.states import TERMINAL_STATES
+from thrifty.cluster.store import Store
 
 PY = sys.executable
 

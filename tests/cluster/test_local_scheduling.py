@@ -20,7 +20,8 @@ from waiting import until_stopped, wait_for_state, wait_until
 from thrifty.cluster.local import LocalExecutor
 from thrifty.cluster.plane import ControlPlane
 from thrifty.cluster.spec import validate_spec
-from thrifty.cluster.store import TERMINAL_STATES, Store
+from thrifty.cluster.states import TERMINAL_STATES
+from thrifty.cluster.store import Store
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -26,7 +26,8 @@ from thrifty.cluster.executor import LOST, Launch
 from thrifty.cluster.plane import ControlPlane
 from thrifty.cluster.schema import Attempt, Event
 from thrifty.cluster.spec import validate_spec
-from thrifty.cluster.store import RUNNING, SUCCEEDED, Store
+from thrifty.cluster.states import RUNNING, SUCCEEDED
+from thrifty.cluster.store import Store
 from thrifty.errors import ThriftyError
 from thrifty.policy.base import Allocation
 from thrifty.train.signals import EXIT_RESIZE

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from thrifty.cluster.spec import SpecError, load_spec, parse_spec, validate_spec
-from thrifty.cluster.store import CANCELLED, QUEUED, Store
+from thrifty.cluster.states import CANCELLED, QUEUED
+from thrifty.cluster.store import Store
 
 GOOD = """
 name: mnist

@@ -19,7 +19,8 @@ from thrifty.cluster.executor import Executor
 from thrifty.cluster.scheduler import RoundStats, Scheduler, SchedulerConfig
 from thrifty.cluster.schema import JobRow
 from thrifty.cluster.spec import JobSpec
-from thrifty.cluster.store import ACTIVE_STATES, Store
+from thrifty.cluster.states import ACTIVE_STATES
+from thrifty.cluster.store import Store
 from thrifty.cluster.usage import live_tariff
 from thrifty.policy.base import Policy
 from thrifty.policy.registry import make_policy

@@ -27,14 +27,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from thrifty.cluster.schema import AllocationRow, Attempt, Event, JobRow, ReportRow, User
 from thrifty.cluster.spec import JobSpec
-from thrifty.cluster.states import (  # noqa: F401  (re-exported: the store's vocabulary)
+from thrifty.cluster.states import (
     ACTIVE_STATES,
     CANCELLED,
-    FAILED,
     QUEUED,
     RESTARTING,
     RUNNING,
-    SUCCEEDED,
     TERMINAL_STATES,
 )
 from thrifty.contract import Env

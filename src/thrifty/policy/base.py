@@ -12,19 +12,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
 
-from thrifty.contract import Allocation
+from thrifty.contract import Allocation  # the policies' answer: here beside the views
 from thrifty.goodput import BatchLimits, GoodputModel
-
-__all__ = [
-    "Allocation",
-    "BasePolicy",
-    "ClusterView",
-    "JobView",
-    "NodeView",
-    "Oracle",
-    "Policy",
-    "PolicyWrapper",
-]
 
 
 @dataclass(frozen=True)

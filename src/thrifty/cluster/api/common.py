@@ -11,7 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from thrifty.cluster.plane import ControlPlane
 from thrifty.cluster.schema import JobRow
-from thrifty.cluster.store import ACTIVE_STATES, TERMINAL_STATES
+from thrifty.cluster.states import ACTIVE_STATES, TERMINAL_STATES
 from thrifty.cluster.summary import job_summary
 
 STATES = (*ACTIVE_STATES, *TERMINAL_STATES)
