@@ -8,7 +8,9 @@
 (2) Scheduler.round() with the local executor: --running rigid jobs sleeping for an hour on as
     many CPU slots, plus --adaptive adaptive jobs (also sleeping, one slot each) whose report files
     hold a synthetic GoodputModel, so that the policy has real work. After the round that launches
-    them, --rounds steady-state rounds: median and p95 round time, and the policy's share.
+    them, --rounds steady-state rounds: median and p95 round time, the policy's share, and how
+    many reports were parsed and goodput-table rows computed per round (both 0 when nothing
+    changed: reports are parsed once per (job, reported-at), rows cached by the model's value).
 
 Run:  python benchmarks/control_plane.py [--jobs 1000 --requests 200 --running 100 --adaptive 20
                                          --rounds 20 --policy thrifty]
@@ -36,6 +38,7 @@ from thrifty.cluster.states import RUNNING, SUCCEEDED
 from thrifty.cluster.store import Store
 from thrifty.contract import JobReport
 from thrifty.goodput import BatchLimits, GoodputModel, GradientStats, ThroughputParams
+from thrifty.policy.configs import ConfigPolicy
 from thrifty.settings import Settings
 
 # Fitted on one CPU replica of examples/digits_mlp.py (step time in seconds, seconds per sample).
@@ -120,6 +123,11 @@ def listing(home: Path, jobs: int, running: int, requests: int) -> list[tuple[st
 # ---- (2) one scheduling round --------------------------------------------------------------------
 
 
+def rows_built(plane: ControlPlane) -> int:
+    """Goodput-table rows the policy has computed (0 for policies without such a table)."""
+    return plane.policy.rows_built if isinstance(plane.policy, ConfigPolicy) else 0
+
+
 def scheduling(home: Path, running: int, adaptive: int, rounds: int,
                policy: str) -> dict[str, Any]:
     settings, store = open_store(home, "rounds.db")
@@ -145,6 +153,7 @@ def scheduling(home: Path, running: int, adaptive: int, rounds: int,
             path.with_suffix(".tmp").write_text(json.dumps(report(job_id)))
             path.with_suffix(".tmp").replace(path)
         plane.run_round()  # takes the reports in
+        parsed, built = plane.scheduler.facts.parsed, rows_built(plane)
         stats = [plane.run_round() for _ in range(rounds)]
         totals = [s.total_s for s in stats]
         policies = [s.policy_s for s in stats]
@@ -155,6 +164,8 @@ def scheduling(home: Path, running: int, adaptive: int, rounds: int,
             "policy_share": statistics.median(p / t for p, t in zip(policies, totals,
                                                                        strict=True)),
             "changes": sum(s.started + s.stopped for s in stats),
+            "parsed": (plane.scheduler.facts.parsed - parsed) / rounds,
+            "built": (rows_built(plane) - built) / rounds,
             "running": len(store.jobs(states=[RUNNING])),
         }
     finally:
@@ -195,6 +206,8 @@ def main() -> None:
     print(f"policy time median                 {result['policy_median_ms']:8.1f} ms")
     print(f"policy share of a round (median)   {result['policy_share']:8.1%}")
     print(f"starts + stops in timed rounds     {result['changes']:8d}")
+    print(f"reports parsed per round           {result['parsed']:8.1f}")
+    print(f"goodput-table rows built per round {result['built']:8.1f}")
     if result["running"] != args.running + args.adaptive:
         print(f"error: {result['running']} jobs running, expected "
               f"{args.running + args.adaptive}", file=sys.stderr)
