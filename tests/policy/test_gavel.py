@@ -178,12 +178,12 @@ def test_a_small_workload_completes_on_the_heterogeneous_cluster(data_root: Path
     from thrifty.sim.cluster import load_cluster
     from thrifty.sim.engine import simulate
     from thrifty.sim.profiles import ProfileSet
-    from thrifty.sim.workload import JobSpec, Workload
+    from thrifty.sim.workload import TraceJob, Workload
 
     specs = (
-        JobSpec("cifar10-0", 0.0, "cifar10", 8, 2048),
-        JobSpec("cifar10-1", 30.0, "cifar10", 16, 4096),
-        JobSpec("bert-2", 100.0, "bert", 8, 384),
+        TraceJob("cifar10-0", 0.0, "cifar10", 8, 2048),
+        TraceJob("cifar10-1", 30.0, "cifar10", 16, 4096),
+        TraceJob("bert-2", 100.0, "bert", 8, 384),
     )
     result = simulate(
         Workload("small", Path("small.csv"), specs),

@@ -179,13 +179,13 @@ def test_runs_in_the_simulator_on_the_mixed_cluster(data_root: Path) -> None:
     from thrifty.sim.cluster import load_cluster
     from thrifty.sim.engine import simulate
     from thrifty.sim.profiles import ProfileSet
-    from thrifty.sim.workload import JobSpec, Workload
+    from thrifty.sim.workload import TraceJob, Workload
 
     cluster = load_cluster("sia-hetero64")
     specs = (
-        JobSpec("bert-0", 0.0, "bert", 1, 12),
-        JobSpec("ncf-0", 30.0, "ncf", 1, 32768),
-        JobSpec("bert-1", 90.0, "bert", 1, 12),
+        TraceJob("bert-0", 0.0, "bert", 1, 12),
+        TraceJob("ncf-0", 30.0, "ncf", 1, 32768),
+        TraceJob("bert-1", 90.0, "bert", 1, 12),
     )
     result = simulate(
         Workload("mini", Path("mini.csv"), specs),

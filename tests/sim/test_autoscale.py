@@ -23,7 +23,7 @@ from thrifty.sim.cluster import load_cluster
 from thrifty.sim.costing import held_bill
 from thrifty.sim.engine import SimSettings, simulate
 from thrifty.sim.profiles import ProfileSet
-from thrifty.sim.workload import JobSpec, Workload
+from thrifty.sim.workload import TraceJob, Workload
 
 PRICE = 4.0  # USD per node-hour
 POOL = tuple(NodeView(f"t4-{i}", "t4", 4, PRICE) for i in range(8))
@@ -184,9 +184,9 @@ class Recording(ThriftyPolicy):
 def scaled_run(data_root: Path) -> tuple:
     cluster = load_cluster("pollux64")
     profiles = ProfileSet(data_root, "pollux")
-    jobs = (JobSpec("cifar10-0", 0.0, "cifar10", 4, 512),
-            JobSpec("ncf-1", 0.0, "ncf", 1, 32768),
-            JobSpec("cifar10-2", 1500.0, "cifar10", 4, 512))
+    jobs = (TraceJob("cifar10-0", 0.0, "cifar10", 4, 512),
+            TraceJob("ncf-1", 0.0, "ncf", 1, 32768),
+            TraceJob("cifar10-2", 1500.0, "cifar10", 4, 512))
     config = AutoscaleConfig(min_nodes=1, max_nodes=6, provision_delay_s=150.0)
     scaler = Autoscaler(tuple(NodeView(n.name, n.gpu_kind, n.num_gpus, n.price_per_hour)
                               for n in cluster.nodes), config)
@@ -239,7 +239,7 @@ def test_the_bill_is_every_held_node_second_at_its_price(scaled_run, data_root: 
 def test_a_fixed_cluster_bills_every_node_for_the_whole_run(data_root: Path) -> None:
     cluster = load_cluster("pollux64")
     profiles = ProfileSet(data_root, "pollux")
-    result = simulate(Workload("t", Path("t.csv"), (JobSpec("ncf-0", 0.0, "ncf", 1, 32768),)),
+    result = simulate(Workload("t", Path("t.csv"), (TraceJob("ncf-0", 0.0, "ncf", 1, 32768),)),
                       cluster, ThriftyPolicy(), profiles)
     tariff = load_tariff(data_root, cluster.kinds)
     end = 60.0 * math.ceil(result.jobs[0].completion_time / 60.0)

@@ -13,17 +13,17 @@ from thrifty.sim.cluster import load_cluster
 from thrifty.sim.engine import SimSettings, simulate
 from thrifty.sim.metrics import summarize
 from thrifty.sim.profiles import ProfileSet
-from thrifty.sim.workload import JobSpec, Workload
+from thrifty.sim.workload import TraceJob, Workload
 
 
-def workload(*jobs: JobSpec) -> Workload:
+def workload(*jobs: TraceJob) -> Workload:
     return Workload("test", Path("test.csv"), tuple(jobs))
 
 
 def test_a_lone_rigid_job_takes_exactly_its_profiled_time(data_root: Path) -> None:
     cluster = load_cluster("pollux64")
     profiles = ProfileSet(data_root, "pollux")
-    spec = JobSpec("solo", 0.0, "ncf", 1, 32768)
+    spec = TraceJob("solo", 0.0, "ncf", 1, 32768)
     result = simulate(workload(spec), cluster, FifoPolicy(), profiles)
     app = profiles.get("ncf", ("aws",))
     # Expected: starts at the first round (t = 60 s), pays the 30 s start-up delay, then trains
@@ -43,8 +43,8 @@ def test_a_lone_rigid_job_takes_exactly_its_profiled_time(data_root: Path) -> No
 
 def test_fifo_completes_every_job_and_queues_in_order(data_root: Path) -> None:
     cluster = load_cluster("pollux64")
-    jobs = [JobSpec(f"big-{i}", float(i), "cifar10", 64, 4096) for i in range(2)]
-    jobs.append(JobSpec("small", 5.0, "ncf", 1, 32768))
+    jobs = [TraceJob(f"big-{i}", float(i), "cifar10", 64, 4096) for i in range(2)]
+    jobs.append(TraceJob("small", 5.0, "ncf", 1, 32768))
     result = simulate(workload(*jobs), cluster, FifoPolicy(), ProfileSet(data_root, "pollux"))
     by_name = {j.name: j for j in result.jobs}
     assert all(j.completion_time > j.submit_time for j in result.jobs)
@@ -69,7 +69,7 @@ class Flapper(BasePolicy):
 def test_reallocations_count_as_restarts_and_cost_their_delay(data_root: Path) -> None:
     cluster = load_cluster("pollux64")
     profiles = ProfileSet(data_root, "pollux")
-    spec = JobSpec("moved", 0.0, "bert", 1, 12)
+    spec = TraceJob("moved", 0.0, "bert", 1, 12)
     steady = simulate(workload(spec), cluster, FifoPolicy(), profiles).jobs[0]
     moved = simulate(workload(spec), cluster, Flapper(), profiles).jobs[0]
     assert moved.restarts > 5
@@ -88,7 +88,7 @@ class Greedy(BasePolicy):
 def test_a_policy_that_over_allocates_is_stopped(data_root: Path) -> None:
     with pytest.raises(ThriftyError, match="over-allocated node 'aws-0'"):
         simulate(
-            workload(JobSpec("x", 0.0, "ncf", 1, 32768)),
+            workload(TraceJob("x", 0.0, "ncf", 1, 32768)),
             load_cluster("pollux64"),
             Greedy(),
             ProfileSet(data_root, "pollux"),
@@ -107,7 +107,7 @@ class Stranger(Greedy):
 def test_a_policy_that_allocates_to_a_job_it_was_not_shown_is_stopped(data_root: Path) -> None:
     with pytest.raises(ThriftyError, match="policy stranger allocated GPUs to unknown or inactive "
                                            "job 'nobody'"):
-        simulate(workload(JobSpec("x", 0.0, "ncf", 1, 32768)), load_cluster("pollux64"),
+        simulate(workload(TraceJob("x", 0.0, "ncf", 1, 32768)), load_cluster("pollux64"),
                  Stranger(), ProfileSet(data_root, "pollux"))
 
 
@@ -134,7 +134,7 @@ def test_a_policy_that_profiles_on_arrival_sees_new_jobs_already_measured(
     data_root: Path, on_arrival: bool
 ) -> None:
     policy = Watcher(on_arrival)
-    simulate(workload(JobSpec("x", 0.0, "cifar10", 1, 128)), load_cluster("sia-hetero64"),
+    simulate(workload(TraceJob("x", 0.0, "cifar10", 1, 128)), load_cluster("sia-hetero64"),
              policy, ProfileSet(data_root, "sia"), SimSettings(max_hours=48))
     assert policy.first == {"x": on_arrival}
 
@@ -142,9 +142,9 @@ def test_a_policy_that_profiles_on_arrival_sees_new_jobs_already_measured(
 def test_summary_metrics_are_consistent(data_root: Path) -> None:
     cluster = load_cluster("sia-hetero64")
     profiles = ProfileSet(data_root, "sia")
-    jobs = [JobSpec(f"j{i}", 30.0 * i, app, 2, 256) for i, app in
+    jobs = [TraceJob(f"j{i}", 30.0 * i, app, 2, 256) for i, app in
             enumerate(["cifar10", "deepspeech2", "ncf", "cifar10"])]
-    jobs[2] = JobSpec("j2", 60.0, "ncf", 1, 32768)
+    jobs[2] = TraceJob("j2", 60.0, "ncf", 1, 32768)
     result = simulate(workload(*jobs), cluster, FifoPolicy(), profiles, SimSettings(interval_s=30))
     apps = {j.application: profiles.get(j.application, cluster.kinds) for j in jobs}
     summary = summarize(result, cluster, apps)

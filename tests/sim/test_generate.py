@@ -21,7 +21,7 @@ from thrifty.sim.generate import (
     scale_cluster,
     workload_csv,
 )
-from thrifty.sim.workload import JobSpec, Workload, load_workload
+from thrifty.sim.workload import TraceJob, Workload, load_workload
 
 HEADER = "name,time,application,num_replicas,batch_size\n"
 # (application, GPUs, batch) requests and their weights in the synthetic base workloads
@@ -36,7 +36,7 @@ def base_workload(seed: int, jobs: int = 200, mean_gap: float = 180.0) -> Worklo
     specs = []
     for i, t in enumerate(times):
         app, replicas, batch = requests[rng.integers(len(requests))]
-        specs.append(JobSpec(f"b{seed}-{i}", float(t), app, replicas, batch))
+        specs.append(TraceJob(f"b{seed}-{i}", float(t), app, replicas, batch))
     return Workload(f"base{seed}", Path(f"base{seed}.csv"), tuple(specs))
 
 
@@ -90,7 +90,7 @@ def test_duration_bounds_the_arrivals_and_sets_the_count(bases: list[Workload]) 
 
 def test_owners_are_resampled_with_their_jobs(tmp_path: Path) -> None:
     owned = Workload("o", Path("o.csv"), tuple(
-        JobSpec(f"j{i}", 60.0 * i, "ncf" if i % 2 else "bert", 1, 8, f"u{i % 2}", "lab")
+        TraceJob(f"j{i}", 60.0 * i, "ncf" if i % 2 else "bert", 1, 8, f"u{i % 2}", "lab")
         for i in range(20)
     ))
     generated = generate_workload([owned], jobs=200, seed=1)
@@ -163,7 +163,7 @@ def test_bad_generator_arguments(bases: list[Workload]) -> None:
         generate_workload(bases, rate_scale=0)
     with pytest.raises(ThriftyError, match="--node-scale"):
         scale_cluster(load_cluster("pollux64"), -1)
-    single = Workload("one", Path("one.csv"), (JobSpec("a", 5.0, "ncf", 1, 32768),))
+    single = Workload("one", Path("one.csv"), (TraceJob("a", 5.0, "ncf", 1, 32768),))
     with pytest.raises(ThriftyError, match=r"one\.csv.*two distinct arrival times"):
         generate_workload([single])
 

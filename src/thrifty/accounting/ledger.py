@@ -243,7 +243,7 @@ REPORT_FIELDS = ("gpu_hours", "usd", "kwh", "kgco2e")
 
 
 @dataclass(frozen=True)
-class ReportRow:
+class SpendRow:
     key: str
     jobs: int
     gpu_hours_by_kind: dict[str, float]
@@ -263,7 +263,7 @@ def _key(by: GroupBy, job: str, team: str, user: str) -> str:
     return {"job": job, "user": f"{team}/{user}", "team": team}[by]
 
 
-def report(ledger: Ledger, by: GroupBy, since_s: float | None = None) -> list[ReportRow]:
+def report(ledger: Ledger, by: GroupBy, since_s: float | None = None) -> list[SpendRow]:
     """Totals per job, user or team; with `since_s`, only usage after it (segments are cut)."""
     if by not in ("job", "user", "team"):
         raise ThriftyError(f"cannot group by '{by}': use job, user or team")
@@ -300,7 +300,7 @@ def report(ledger: Ledger, by: GroupBy, since_s: float | None = None) -> list[Re
             s["idle"] += e.idle_gpu_hours
             s["queue"] += e.queue_s / 3600
     return [
-        ReportRow(key, len(s["jobs"]), {k: v / 3600 for k, v in sorted(s["kinds"].items())},
+        SpendRow(key, len(s["jobs"]), {k: v / 3600 for k, v in sorted(s["kinds"].items())},
                   s["gpu_s"] / 3600, s["usd"], s["kwh"], s["kg"], s["restart"], s["idle"],
                   s["queue"])
         for key, s in sorted(acc.items(), key=lambda kv: (-kv[1]["usd"], kv[0]))

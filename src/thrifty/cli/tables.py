@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from thrifty.accounting.ledger import ReportRow
+from thrifty.accounting.ledger import SpendRow
 from thrifty.cli.output import fmt_amount, fmt_metric
 from thrifty.sim.batch import Outcome
 from thrifty.sim.metrics import Summary
@@ -139,7 +139,7 @@ def shift_table(rows: Sequence[dict[str, Any]]) -> Table:
     return table
 
 
-def report_table(rows: Sequence[ReportRow], by: str, title: str) -> Table:
+def report_table(rows: Sequence[SpendRow], by: str, title: str) -> Table:
     """`thrifty report`: one row per job, user or team, then the totals."""
     f = fmt_amount
     table = Table(title=title, header_style="bold")

@@ -5,17 +5,17 @@ from thrifty.sim.engine import SimResult, SimSettings, simulate
 from thrifty.sim.metrics import Summary, summarize
 from thrifty.sim.profiles import ProfileSet
 from thrifty.sim.runner import RunSpec, run
-from thrifty.sim.workload import JobSpec, Workload, load_workload
+from thrifty.sim.workload import TraceJob, Workload, load_workload
 
 __all__ = [
     "ClusterSpec",
-    "JobSpec",
     "NodeSpec",
     "ProfileSet",
     "RunSpec",
     "SimResult",
     "SimSettings",
     "Summary",
+    "TraceJob",
     "Workload",
     "load_cluster",
     "load_workload",

@@ -29,7 +29,7 @@ import numpy as np
 
 from thrifty.errors import ThriftyError
 from thrifty.sim.cluster import ClusterSpec, NodeSpec
-from thrifty.sim.workload import COLUMNS, OWNER_COLUMNS, JobSpec, Workload
+from thrifty.sim.workload import COLUMNS, OWNER_COLUMNS, TraceJob, Workload
 
 TIME_DECIMALS = 3  # submit times are kept to the millisecond, in memory and in the CSV
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)\s*$")
@@ -155,7 +155,7 @@ def cluster_toml(cluster: ClusterSpec, comment: str = "") -> str:
 class BaseStats:
     """What the generator resamples from: the pooled jobs and gaps of the base workloads."""
 
-    requests: tuple[JobSpec, ...]  # every base job: its application, request and owner
+    requests: tuple[TraceJob, ...]  # every base job: its application, request and owner
     gaps: np.ndarray  # seconds between consecutive arrivals, within each base workload
     span: float  # seconds from the start to the last arrival, longest of the bases
 
@@ -168,7 +168,7 @@ def base_stats(bases: Sequence[Workload]) -> BaseStats:
     """Pool the base workloads; gaps are taken within each file, never across two of them."""
     if not bases:
         raise ThriftyError("no base workload given: pass one or more CSV files or folders")
-    requests: list[JobSpec] = []
+    requests: list[TraceJob] = []
     gaps: list[np.ndarray] = []
     for workload in bases:
         times = np.sort([j.submit_time for j in workload.jobs])
@@ -215,7 +215,7 @@ def generate_workload(
     specs = []
     for i, (t, pick) in enumerate(zip(times, picks, strict=True)):
         job = stats.requests[pick]  # owner too: a team's jobs keep their share of the mix
-        specs.append(JobSpec(f"{job.application}-{i}", float(t), job.application,
+        specs.append(TraceJob(f"{job.application}-{i}", float(t), job.application,
                              job.num_replicas, job.batch_size, job.user, job.team))
     return Workload(name=name, path=Path(f"{name}.csv"), jobs=tuple(specs))
 

@@ -25,7 +25,7 @@ from thrifty.policy.base import Allocation, JobView
 from thrifty.policy.views import job_view
 from thrifty.sim.cluster import ClusterSpec
 from thrifty.sim.profiles import AppProfile
-from thrifty.sim.workload import JobSpec
+from thrifty.sim.workload import TraceJob
 
 # Applications whose adaptive runs keep a fixed batch and one GPU in the Pollux artifact (ncf's
 # step time hardly depends on the batch, and its profile covers one GPU well).
@@ -35,7 +35,7 @@ _ANY_KIND = "*"
 
 @dataclass
 class SimJob:
-    spec: JobSpec
+    spec: TraceJob
     profile: AppProfile
     cluster: ClusterSpec
     adaptive: bool

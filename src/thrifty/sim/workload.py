@@ -25,7 +25,10 @@ DEADLINE_COLUMN = "deadline"  # optional: seconds after submission
 
 
 @dataclass(frozen=True)
-class JobSpec:
+class TraceJob:
+    """One job of a workload trace: when it arrives, what it trains, and what its owner asked
+    for (rigid policies honour the request; a submitted live job is `cluster.spec.JobSpec`)."""
+
     name: str
     submit_time: float
     application: str
@@ -52,7 +55,7 @@ class JobSpec:
 class Workload:
     name: str
     path: Path
-    jobs: tuple[JobSpec, ...]
+    jobs: tuple[TraceJob, ...]
 
 
 def _field(path: Path, line: int, row: dict[str, str], column: str, cast: type) -> float | int:
@@ -95,7 +98,7 @@ def load_workload(path: Path, applications: Iterable[str] | None = None) -> Work
     if not path.is_file():
         raise InputError(str(path), "workload file not found")
     known = set(applications) if applications is not None else None
-    jobs: list[JobSpec] = []
+    jobs: list[TraceJob] = []
     names: set[str] = set()
     with path.open(newline="") as f:
         reader = csv.DictReader(f)
@@ -119,7 +122,7 @@ def load_workload(path: Path, applications: Iterable[str] | None = None) -> Work
                     line,
                     "application",
                 )
-            jobs.append(JobSpec(
+            jobs.append(TraceJob(
                 name=name,
                 submit_time=float(_field(path, line, row, "time", float)),
                 application=app,
@@ -155,7 +158,7 @@ def scale_load(workload: Workload, load: float) -> Workload:
     if load <= 0:
         raise InputError(str(workload.path), f"relative load must be positive, got {load}")
     jobs = tuple(
-        JobSpec(j.name, j.submit_time / load, j.application, j.num_replicas, j.batch_size,
+        TraceJob(j.name, j.submit_time / load, j.application, j.num_replicas, j.batch_size,
                 j.user, j.team, j.deadline)
         for j in workload.jobs
     )
