@@ -18,15 +18,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from thrifty.cluster import reasons
 from thrifty.cluster.budgets import LiveBudgets
-from thrifty.cluster.deciding import JobFacts, decide, eligible
+from thrifty.cluster.deciding import JobFacts, RoundDecision, decide_round, eligible
 from thrifty.cluster.executor import LOST, AttemptStatus, Executor, Launch
 from thrifty.cluster.schema import AllocationRow, Attempt, Event, JobRow
 from thrifty.cluster.states import (
@@ -110,6 +111,7 @@ class Scheduler:
         self.clock = clock  # seconds, on the clock job submissions and deadlines use
         self.budgets = budgets
         self.facts = JobFacts()
+        self.decision = RoundDecision()  # what the last round's stages granted
         self._last_round: float | None = None
 
     # ---- paths ---------------------------------------------------------------------------------
@@ -167,6 +169,9 @@ class Scheduler:
         stats.policy_s = time.perf_counter() - t1
         stats.allocations = wanted
         stats.stopped, stats.started = self.apply(jobs, wanted, now)
+        with self.store.session() as s:
+            reasons.record(s, (j.id for j in jobs), self.decision, cluster,
+                           self.config.quotas, self.facts.spec, now)
         stats.total_s = time.perf_counter() - t0
         return stats
 
@@ -206,7 +211,7 @@ class Scheduler:
             row.end = now
 
     def _requeue(self, s: Session, job: JobRow, now: float, why: str) -> None:
-        job.state, job.allocation = QUEUED, None
+        job.state, job.allocation, job.reason = QUEUED, None, f"queued: {why}"
         s.add(Event(job_id=job.id, at=now, kind="requeued", message=why))
 
     def collect(self, now: float, elapsed: float) -> int:
@@ -267,6 +272,7 @@ class Scheduler:
             tail = log_tail(self.log_dir(job.id), attempt.number)
             job.state, job.finished_at, job.allocation = FAILED, now, None
             job.message = f"failed {job.failures} time(s) (exit codes {codes}); log tail:\n{tail}"
+            job.reason = reasons.failed_reason(codes, job.failures, limit)
             s.add(Event(job_id=job.id, at=now, kind="failed",
                         message=f"exit codes {codes}; no retries left (max_restarts={limit})"))
             return
@@ -274,16 +280,19 @@ class Scheduler:
         job.retry_at = now + delay
         self._requeue(s, job, now, f"exit codes {codes}; retry {job.failures} of {limit} "
                                    f"in {delay:.0f} s")
+        job.reason = reasons.retry_reason(codes, delay, job.failures, limit)
 
     # ---- deciding ------------------------------------------------------------------------------
 
     def decide(self, jobs: list[JobRow], cluster: ClusterView,
                now: float) -> dict[str, Allocation]:
         """Allocations for every active job that should run now, within quotas and budgets."""
-        wanted = decide(jobs, self.facts, cluster, now, self.policy,
-                        restart_s=self.config.restart_s, quotas=self.config.quotas)
+        decision = decide_round(jobs, self.facts, cluster, now, self.policy,
+                                restart_s=self.config.restart_s, quotas=self.config.quotas)
+        wanted = decision.within_quotas
         if self.budgets is not None:
             wanted = self.budgets.enforce(self.store, wanted, eligible(jobs, now), cluster, now)
+        self.decision = replace(decision, granted=wanted)
         return wanted
 
     # ---- applying ------------------------------------------------------------------------------
@@ -341,6 +350,7 @@ class Scheduler:
                 s.add(new)
                 s.add(AllocationRow(job_id=job.id, allocation=target.to_dict(), start=now))
                 job.state, job.allocation, job.retry_at = RUNNING, target.to_dict(), None
+                job.reason = reasons.running_reason(target, number)
                 job.started_at = job.started_at or now
                 s.add(Event(job_id=job.id, at=now, kind="started",
                             message=f"attempt {number} on {target.num_replicas} × {target.kind}"))
