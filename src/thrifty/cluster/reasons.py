@@ -32,10 +32,14 @@ HELD_REASON = ("held for a greener start: the carbon-aware policy starts it in a
                "that still meets its deadline")
 
 
+def unit(kind: str) -> str:
+    """What one replica of `kind` is called: a CPU slot, or a GPU of that kind."""
+    return "cpu slot" if kind == CPU else f"{kind} GPU"
+
+
 def units(kind: str, count: int) -> str:
-    """`count` replicas of `kind`, as a person counts them: CPU slots, or GPUs of that kind."""
-    noun = "cpu slot" if kind == CPU else f"{kind} GPU"
-    return f"{count} {noun}{'' if count == 1 else 's'}"
+    """`count` replicas of `kind`, as a person counts them ("2 cpu slots", "1 a100 GPU")."""
+    return f"{count} {unit(kind)}{'' if count == 1 else 's'}"
 
 
 def running_reason(allocation: Allocation, attempt: int) -> str:
@@ -98,7 +102,8 @@ def waiting_reason(job: JobRow, spec: JobSpec, decision: RoundDecision, cluster:
             break
         jobs = f"{holders} job{'' if holders == 1 else 's'}"
         if used >= total:
-            parts.append(f"all {units(kind, total)} are in use by {jobs}")
+            every = f"all {units(kind, total)} are" if total > 1 else f"the only {unit(kind)} is"
+            parts.append(f"{every} in use by {jobs}")
         else:
             parts.append(f"{used} of {units(kind, total)} are in use by {jobs} and it needs "
                          f"{need}")
