@@ -168,3 +168,36 @@ def test_a_job_over_its_teams_quota_names_the_quota(make: Any, tmp_path: Path) -
     assert job["last_decision"]["granted"] is None
     shown = served.job_command(job_id)
     assert "the policy proposed 2 ×" in shown and "granted nothing" in shown
+
+
+def test_each_stage_that_holds_a_job_back_is_named() -> None:
+    """Budgets, a greener start and a lost kind, from what each stage of a round granted."""
+    from thrifty.cluster.deciding import RoundDecision
+    from thrifty.cluster.reasons import HELD_REASON, waiting_reason
+    from thrifty.cluster.schema import JobRow
+    from thrifty.cluster.spec import validate_spec
+    from thrifty.contract import Allocation
+    from thrifty.policy.base import ClusterView, NodeView
+
+    job = JobRow(id="j", team="nlp", owner="ada", state="queued", retry_at=None)
+    spec = validate_spec({"name": "j", "entrypoint": {"script": "x.py"},
+                          "resources": {"gpu_kinds": ["a100"]}})
+    cluster = ClusterView((NodeView("n1", "a100", 4),))
+    two = Allocation({"n1": 2}, "a100")
+
+    def why(decision: RoundDecision, on: ClusterView = cluster) -> str | None:
+        return waiting_reason(job, spec, decision, on, {}, {"j": "nlp"}, now=100.0)
+
+    assert why(RoundDecision({"j": two}, {"j": two}, {})) == (
+        "waiting: over budget: nlp/ada cannot afford it for the next interval; it starts when "
+        "the budget has room")
+    assert why(RoundDecision(held=frozenset({"j"}))) == HELD_REASON
+    assert why(RoundDecision(), ClusterView((NodeView("n2", "t4", 4),))) == \
+        "waiting: no node of kind a100 is up"
+    full = {"k": Allocation({"n1": 3}, "a100"), "m": Allocation({"n1": 1}, "a100")}
+    assert why(RoundDecision(full, full, full)) == "waiting: all 4 a100 GPUs are in use by 2 jobs"
+    some = {"k": Allocation({"n1": 3}, "a100")}
+    assert why(RoundDecision(some, some, some)) == \
+        "waiting: the policy ranked other jobs first this round"
+    job.retry_at = 160.0
+    assert why(RoundDecision()) is None  # a back-off keeps the reason its failure gave
