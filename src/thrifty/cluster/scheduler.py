@@ -2,9 +2,10 @@
 
 A round (1) collects finished attempts and cancels, (2) takes the newest GoodputModel each running
 job reported, (3) places rigid jobs on what is free (they get exactly what they ask for and are
-never moved) and lets the policy share the rest among adaptive jobs, within team quotas, and
+never moved) and lets the policy share the rest among adaptive jobs, within team quotas,
 (4) applies what changed: a resize is a checkpoint-restart (SIGTERM, checkpoint at the next step
-boundary, relaunch on the new allocation), a job left without GPUs goes back to the queue.
+boundary, relaunch on the new allocation), a job left without GPUs goes back to the queue, and
+(5) tells each job that did not start why (`thrifty.cluster.reasons`), writing only what changed.
 Every decision is committed to the store before the executor is told, so a control plane that
 dies mid-round finds on restart what it was doing (`recover`).
 
@@ -365,6 +366,7 @@ class Scheduler:
                     new.handle = handle
                     self._settle(s, job, new, AttemptStatus([127], str(err)), now)
                     job.message = f"launch failed: {err}"
+                    job.reason = f"launch failed ({err}); {job.reason}"
                 continue
             with self.store.session() as s:
                 s.get(Attempt, new.id).handle = handle
