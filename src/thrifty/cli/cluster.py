@@ -381,9 +381,12 @@ def cluster_command(
 
 
 def register(app: typer.Typer) -> None:
+    from thrifty.cli.job import job_command  # a module of its own, which imports this one
+
     app.command("server")(server_command)
     app.command("submit")(submit_command)
     app.command("jobs")(jobs_command)
+    app.command("job")(job_command)
     app.command("logs")(logs_command)
     app.command("cancel")(cancel_command)
     app.command("cluster")(cluster_command)

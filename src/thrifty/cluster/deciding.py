@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from thrifty.cluster.schema import JobRow
 from thrifty.cluster.spec import JobSpec
@@ -28,6 +29,7 @@ from thrifty.cluster.states import QUEUED
 from thrifty.contract import Allocation, JobReport
 from thrifty.errors import ThriftyError
 from thrifty.policy.base import ClusterView, JobView, NodeView, Policy
+from thrifty.policy.carbon_aware import CarbonAwarePolicy
 from thrifty.policy.oracle import ModelOracle
 from thrifty.policy.placement import free_gpus, most_free, take
 from thrifty.policy.quota import QuotaJob, enforce_quotas
@@ -116,6 +118,19 @@ def eligible(jobs: Sequence[JobRow], now: float) -> list[JobRow]:
     return [j for j in jobs if j.state != QUEUED or (j.retry_at or 0) <= now]
 
 
+@dataclass(frozen=True)
+class RoundDecision:
+    """What each stage of a round granted: rigid placements and the policy's checked answer
+    (`proposed`), what team quotas left of it (`within_quotas`), what budgets left of that
+    (`granted`, what runs), and the jobs the policy held back for a greener start (`held`). Kept
+    so that a job that did not start can be told why (`thrifty.cluster.reasons`)."""
+
+    proposed: dict[str, Allocation] = field(default_factory=dict)
+    within_quotas: dict[str, Allocation] = field(default_factory=dict)
+    granted: dict[str, Allocation] = field(default_factory=dict)
+    held: frozenset[str] = frozenset()
+
+
 def decide(
     jobs: Sequence[JobRow],
     facts: JobFacts,
@@ -127,6 +142,22 @@ def decide(
     quotas: Mapping[str, Mapping[str, int]],
 ) -> dict[str, Allocation]:
     """Allocations for the active `jobs` that should run now (before budgets)."""
+    return decide_round(jobs, facts, cluster, now, policy, restart_s=restart_s,
+                        quotas=quotas).within_quotas
+
+
+def decide_round(
+    jobs: Sequence[JobRow],
+    facts: JobFacts,
+    cluster: ClusterView,
+    now: float,
+    policy: Policy,
+    *,
+    restart_s: float,
+    quotas: Mapping[str, Mapping[str, int]],
+) -> RoundDecision:
+    """`decide`, with what each stage granted (budgets are the caller's: `granted` is
+    `within_quotas` here)."""
     ready = eligible(jobs, now)
     specs = {j.id: facts.spec(j) for j in ready}
     rigid = [j for j in ready if not specs[j.id].adaptive]
@@ -160,4 +191,6 @@ def decide(
                  Allocation.from_dict(j.allocation) if j.allocation else None)
         for j in ready
     ]
-    return enforce_quotas(wanted, quota_jobs, dict(quotas))
+    within = enforce_quotas(wanted, quota_jobs, dict(quotas))
+    held = frozenset(policy.held()) if isinstance(policy, CarbonAwarePolicy) else frozenset()
+    return RoundDecision(wanted, within, within, held)

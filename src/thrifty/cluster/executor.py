@@ -117,6 +117,9 @@ class Executor(Protocol):
     """Runs attempts. Implementations: `local` (processes here) and `ray`."""
 
     name: str
+    # True when replicas run on this machine and see its files (local), so that a job's
+    # working_dir can be checked at submission; False when they run elsewhere (ray).
+    shares_filesystem: bool
 
     def nodes(self) -> tuple[NodeView, ...]:
         """The nodes replicas can run on now (a lost node disappears from this list)."""

@@ -80,6 +80,7 @@ class LocalExecutor:
     `gpu_kind` names this machine's GPUs (Settings.gpu_kind; default `gpu`)."""
 
     name = "local"
+    shares_filesystem = True
 
     def __init__(self, slots: int | None = None, gpu_kind: str | None = None,
                  node_name: str = "local") -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from thrifty.accounting.budgets import BudgetBook
 from thrifty.accounting.tariff import Tariff
+from thrifty.cluster.admission import admit
 from thrifty.cluster.budgets import LiveBudgets
 from thrifty.cluster.executor import Executor
 from thrifty.cluster.scheduler import RoundStats, Scheduler, SchedulerConfig
@@ -76,6 +77,8 @@ class ControlPlane:
         return self._tariff
 
     def submit(self, spec: JobSpec, request_key: str | None = None) -> JobRow:
+        """Store a job the cluster could run (`admit`: a `SpecError` for one it never could)."""
+        admit(spec, self.executor.nodes(), self.executor.shares_filesystem)
         row = self.store.submit(spec, request_key=request_key)
         self.wake()
         return row

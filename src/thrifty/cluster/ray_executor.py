@@ -83,6 +83,7 @@ class RayExecutor:
     """Runs replicas as actors on a running Ray cluster (`address` as ray.init takes it)."""
 
     name = "ray"
+    shares_filesystem = False
 
     def __init__(
         self,

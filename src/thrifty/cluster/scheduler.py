@@ -2,9 +2,10 @@
 
 A round (1) collects finished attempts and cancels, (2) takes the newest GoodputModel each running
 job reported, (3) places rigid jobs on what is free (they get exactly what they ask for and are
-never moved) and lets the policy share the rest among adaptive jobs, within team quotas, and
+never moved) and lets the policy share the rest among adaptive jobs, within team quotas,
 (4) applies what changed: a resize is a checkpoint-restart (SIGTERM, checkpoint at the next step
-boundary, relaunch on the new allocation), a job left without GPUs goes back to the queue.
+boundary, relaunch on the new allocation), a job left without GPUs goes back to the queue, and
+(5) tells each job that did not start why (`thrifty.cluster.reasons`), writing only what changed.
 Every decision is committed to the store before the executor is told, so a control plane that
 dies mid-round finds on restart what it was doing (`recover`).
 
@@ -18,15 +19,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from thrifty.cluster import reasons
 from thrifty.cluster.budgets import LiveBudgets
-from thrifty.cluster.deciding import JobFacts, decide, eligible
+from thrifty.cluster.deciding import JobFacts, RoundDecision, decide_round, eligible
 from thrifty.cluster.executor import LOST, AttemptStatus, Executor, Launch
 from thrifty.cluster.schema import AllocationRow, Attempt, Event, JobRow
 from thrifty.cluster.states import (
@@ -110,6 +112,7 @@ class Scheduler:
         self.clock = clock  # seconds, on the clock job submissions and deadlines use
         self.budgets = budgets
         self.facts = JobFacts()
+        self.decision = RoundDecision()  # what the last round's stages granted
         self._last_round: float | None = None
 
     # ---- paths ---------------------------------------------------------------------------------
@@ -167,6 +170,9 @@ class Scheduler:
         stats.policy_s = time.perf_counter() - t1
         stats.allocations = wanted
         stats.stopped, stats.started = self.apply(jobs, wanted, now)
+        with self.store.session() as s:
+            reasons.record(s, (j.id for j in jobs), self.decision, cluster,
+                           self.config.quotas, self.facts.spec, now)
         stats.total_s = time.perf_counter() - t0
         return stats
 
@@ -206,7 +212,7 @@ class Scheduler:
             row.end = now
 
     def _requeue(self, s: Session, job: JobRow, now: float, why: str) -> None:
-        job.state, job.allocation = QUEUED, None
+        job.state, job.allocation, job.reason = QUEUED, None, f"queued: {why}"
         s.add(Event(job_id=job.id, at=now, kind="requeued", message=why))
 
     def collect(self, now: float, elapsed: float) -> int:
@@ -267,6 +273,7 @@ class Scheduler:
             tail = log_tail(self.log_dir(job.id), attempt.number)
             job.state, job.finished_at, job.allocation = FAILED, now, None
             job.message = f"failed {job.failures} time(s) (exit codes {codes}); log tail:\n{tail}"
+            job.reason = reasons.failed_reason(codes, job.failures, limit)
             s.add(Event(job_id=job.id, at=now, kind="failed",
                         message=f"exit codes {codes}; no retries left (max_restarts={limit})"))
             return
@@ -274,16 +281,19 @@ class Scheduler:
         job.retry_at = now + delay
         self._requeue(s, job, now, f"exit codes {codes}; retry {job.failures} of {limit} "
                                    f"in {delay:.0f} s")
+        job.reason = reasons.retry_reason(codes, delay, job.failures, limit)
 
     # ---- deciding ------------------------------------------------------------------------------
 
     def decide(self, jobs: list[JobRow], cluster: ClusterView,
                now: float) -> dict[str, Allocation]:
         """Allocations for every active job that should run now, within quotas and budgets."""
-        wanted = decide(jobs, self.facts, cluster, now, self.policy,
-                        restart_s=self.config.restart_s, quotas=self.config.quotas)
+        decision = decide_round(jobs, self.facts, cluster, now, self.policy,
+                                restart_s=self.config.restart_s, quotas=self.config.quotas)
+        wanted = decision.within_quotas
         if self.budgets is not None:
             wanted = self.budgets.enforce(self.store, wanted, eligible(jobs, now), cluster, now)
+        self.decision = replace(decision, granted=wanted)
         return wanted
 
     # ---- applying ------------------------------------------------------------------------------
@@ -341,6 +351,7 @@ class Scheduler:
                 s.add(new)
                 s.add(AllocationRow(job_id=job.id, allocation=target.to_dict(), start=now))
                 job.state, job.allocation, job.retry_at = RUNNING, target.to_dict(), None
+                job.reason = reasons.running_reason(target, number)
                 job.started_at = job.started_at or now
                 s.add(Event(job_id=job.id, at=now, kind="started",
                             message=f"attempt {number} on {target.num_replicas} × {target.kind}"))
@@ -355,6 +366,7 @@ class Scheduler:
                     new.handle = handle
                     self._settle(s, job, new, AttemptStatus([127], str(err)), now)
                     job.message = f"launch failed: {err}"
+                    job.reason = f"launch failed ({err}); {job.reason}"
                 continue
             with self.store.session() as s:
                 s.get(Attempt, new.id).handle = handle

@@ -5,6 +5,8 @@ from __future__ import annotations
 from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+WAITING_FIRST = "waiting for the first scheduling round"
+
 
 class Base(DeclarativeBase):
     pass
@@ -43,6 +45,11 @@ class JobRow(Base):
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     message: Mapped[str] = mapped_column(Text, default="")
     request_key: Mapped[str | None] = mapped_column(String(128), nullable=True, unique=True)
+    # Why the job waits, or how it ended (`thrifty.cluster.reasons`), and what the last round
+    # granted it: {"proposed": the policy's allocation or None, "granted": after quotas and
+    # budgets}. Both are written only when they change, not every round.
+    reason: Mapped[str] = mapped_column(Text, default=WAITING_FIRST, server_default="")
+    last_decision: Mapped[dict | None] = mapped_column(JSON, nullable=True)
 
 
 class Attempt(Base):

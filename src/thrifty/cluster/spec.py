@@ -19,6 +19,17 @@ from thrifty.errors import ThriftyError
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$"
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+NUL_MESSAGE = ("contains a NUL byte (\\x00), which no command line, path or environment variable "
+               "can hold; remove it")
+
+
+def _without_nul(value: str | list[str] | None) -> str | list[str] | None:
+    """`value` unchanged, or a ValueError when a NUL byte is in it: the operating system cuts a
+    string there, so such a job could only ever fail to start."""
+    texts = [value] if isinstance(value, str) else value or []
+    if any("\x00" in text for text in texts):
+        raise ValueError(NUL_MESSAGE)
+    return value
 
 
 class SpecError(ThriftyError):
@@ -41,6 +52,8 @@ class Entrypoint(_Strict):
     module: str | None = None
     command: list[str] | None = None
     args: list[str] = Field(default_factory=list)
+
+    _no_nul = field_validator("script", "module", "command", "args")(_without_nul)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Entrypoint:
@@ -115,6 +128,8 @@ class JobSpec(_Strict):
     @field_validator("env")
     @classmethod
     def _env_names(cls, env: dict[str, str]) -> dict[str, str]:
+        if any("\x00" in k or "\x00" in v for k, v in env.items()):
+            raise ValueError(NUL_MESSAGE)
         bad = [k for k in env if not _ENV_NAME.match(k)]
         if bad:
             raise ValueError(f"not valid variable names: {', '.join(map(repr, bad))}")
@@ -124,6 +139,8 @@ class JobSpec(_Strict):
                 f"{', '.join(reserved)} are set by the executor for every replica; remove them"
             )
         return env
+
+    _no_nul = field_validator("working_dir", "checkpoint_dir")(_without_nul)
 
     @model_validator(mode="after")
     def _mode_rules(self) -> JobSpec:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from thrifty.cluster.reasons import shown_reason
 from thrifty.cluster.schema import JobRow
 from thrifty.contract import Allocation, JobReport
 from thrifty.errors import ThriftyError
@@ -60,4 +61,6 @@ def job_summary(job: JobRow, now: float) -> dict[str, Any]:
         "step": None if report is None else report.step,
         "goodput": current_goodput(report, alloc),
         "message": job.message,
+        "reason": shown_reason(job),
+        "last_decision": job.last_decision,
     }

@@ -20,7 +20,10 @@ from fastapi.responses import JSONResponse
 from thrifty.cluster.api.common import STATES, Caller, Plane, Who, fail, own_job, show
 from thrifty.cluster.api.logfiles import rank_logs, read_from, read_tail
 from thrifty.cluster.plane import ControlPlane
+from thrifty.cluster.scheduler import log_tail
+from thrifty.cluster.schema import JobRow
 from thrifty.cluster.spec import SpecError, validate_spec
+from thrifty.cluster.states import FAILED
 
 DEFAULT_PAGE = 100
 MAX_PAGE = 1000
@@ -138,7 +141,14 @@ def get_job(job_id: str, who: Who, plane: Plane) -> dict[str, Any]:
                       "started_at": a.started_at, "ended_at": a.ended_at,
                       "exit_codes": a.exit_codes, "outcome": a.outcome}
                      for a in plane.store.attempts(job_id)],
+        "log_tail": failed_log_tail(plane, row),
     }
+
+
+def failed_log_tail(plane: ControlPlane, row: JobRow) -> str | None:
+    """The last lines each replica of a failed job's newest attempt wrote; None otherwise."""
+    number = plane.store.last_attempt(row.id) if row.state == FAILED else 0
+    return log_tail(plane.scheduler.log_dir(row.id), number) if number else None
 
 
 @router.post("/jobs/{job_id}/cancel", summary="Cancel a job")
