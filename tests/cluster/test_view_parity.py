@@ -12,7 +12,7 @@ from thrifty.contract import Allocation, JobReport
 from thrifty.sim.cluster import load_cluster
 from thrifty.sim.job import SimJob
 from thrifty.sim.profiles import ProfileSet
-from thrifty.sim.workload import JobSpec as SimSpec
+from thrifty.sim.workload import TraceJob
 
 
 def test_one_job_seen_by_the_simulator_and_the_live_scheduler_gives_equal_views(
@@ -20,7 +20,7 @@ def test_one_job_seen_by_the_simulator_and_the_live_scheduler_gives_equal_views(
 ) -> None:
     cluster = load_cluster("pollux64")
     profiles = ProfileSet(data_root, "pollux")
-    sim_spec = SimSpec("cifar10-1", 40.0, "cifar10", num_replicas=cluster.num_gpus,
+    sim_spec = TraceJob("cifar10-1", 40.0, "cifar10", num_replicas=cluster.num_gpus,
                        batch_size=256, user="ann", team="ml", deadline=7200.0)
     sim = SimJob(spec=sim_spec, profile=profiles.get("cifar10", cluster.kinds),
                  cluster=cluster, adaptive=True, max_replicas_cap=cluster.num_gpus)
