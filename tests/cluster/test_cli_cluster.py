@@ -141,9 +141,9 @@ entrypoint: {{command: [{PY}, -c, "import time; print('up', flush=True); time.sl
 
     carol = served.run("users", "add", "carol")[0].strip()
     _, err = served.run("cancel", job_id, token=carol, code=1)
-    assert "belongs to another user" in err and "403" in err
+    assert f"no job {job_id} of yours" in err and "404" in err  # as if it did not exist
     _, err = served.run("logs", job_id, token=carol, code=1)
-    assert "belongs to another user" in err
+    assert f"no job {job_id} of yours" in err
 
     out, _ = served.run("cancel", job_id, token=bob)
     assert f"{job_id}: cancel requested" in out

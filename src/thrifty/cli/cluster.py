@@ -1,5 +1,5 @@
 """The cluster commands: `thrifty server` runs the control plane and its API; `submit`, `jobs`,
-`logs`, `cancel`, `cluster` and `users add` talk to it over HTTP.
+`logs`, `cancel`, `cluster` and `users add|list|revoke` talk to it over HTTP.
 
 The cluster surface lives here in one place; `thrifty.cli` only registers these commands.
 Heavy imports (the store, the API, uvicorn) happen inside the commands that need them, so
@@ -149,7 +149,7 @@ def server_command(
 
 
 # --------------------------------------------------------------------------------------------
-# thrifty users add
+# thrifty users add, list, revoke
 # --------------------------------------------------------------------------------------------
 
 
@@ -170,6 +170,41 @@ def users_add_command(
     print(user["token"])
 
 
+def users_list_command(
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of a table.")] = False,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Every user (admins only): admin or not, when added, and their token's id (the first
+    digits of its SHA-256; tokens themselves are never stored)."""
+    with api_client(server, token) as client:
+        users = client.users()
+    if as_json:
+        print(json.dumps(users, indent=2))
+        return
+    table = Table(header_style="bold")
+    for header in ("name", "admin", "created", "token id"):
+        table.add_column(header)
+    for user in users:
+        table.add_row(escape(user["name"]), "yes" if user["admin"] else "",
+                      time.strftime("%Y-%m-%d %H:%M", time.localtime(user["created_at"])),
+                      user["token_id"] or "[red]revoked[/]")
+    results_console().print(table)
+
+
+def users_revoke_command(
+    name: Annotated[str, typer.Argument(help="The user whose token stops working.")],
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Revoke a user's token at once (admins only); their jobs stay. `users add NAME --rotate`
+    gives them a new one."""
+    with api_client(server, token) as client:
+        client.revoke_user(name)
+    sys.stderr.write(f"revoked {name}'s token; `thrifty users add {name} --rotate` issues a "
+                     "new one\n")
+
+
 # --------------------------------------------------------------------------------------------
 # thrifty submit, jobs, cancel
 # --------------------------------------------------------------------------------------------
@@ -181,12 +216,19 @@ def submit_command(
     token: TokenOpt = None,
 ) -> None:
     """Submit a job; prints its id. A relative working_dir is taken from the spec's folder."""
+    from thrifty.cluster.bodies import check_yaml_shape
     from thrifty.cluster.spec import SpecError, load_spec
 
     try:
+        if spec.is_file():  # too deep a file would be a RecursionError in the YAML parser
+            check_yaml_shape(spec.read_text())
         job_spec = load_spec(spec)
     except SpecError as err:
+        if [field for field, _ in err.problems] == ["(spec)"]:  # the file as a whole: one line
+            _fail(f"{spec}: {err.problems[0][1]}", EXIT_BAD_INPUT)
         _spec_problems(err.problems, str(spec))
+    except (OSError, UnicodeDecodeError) as err:
+        _fail(f"{spec}: cannot read it as text: {err}", EXIT_BAD_INPUT)
     except ThriftyError as err:
         _fail(err, EXIT_BAD_INPUT)
     body = job_spec.model_dump(mode="json", exclude_defaults=True)
@@ -389,4 +431,6 @@ def register(app: typer.Typer) -> None:
     app.command("cluster")(cluster_command)
     users = typer.Typer(help="API users and their tokens (admins).", no_args_is_help=True)
     users.command("add")(users_add_command)
+    users.command("list")(users_list_command)
+    users.command("revoke")(users_revoke_command)
     app.add_typer(users, name="users")
