@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import Response
 
 from thrifty import __version__
 from thrifty.cluster.api.common import STATES, Plane, Who, errors, fail
@@ -82,8 +82,11 @@ def cluster(who: Who, plane: Plane) -> dict[str, Any]:
     }
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse,
-            responses=errors(401, 503))
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response, responses={
+    200: {"description": "Prometheus's text format, version 0.0.4.",
+          "content": {"text/plain": {"schema": {"type": "string"}}}},
+    **errors(401, 503),
+})
 def metrics(who: Who, plane: Plane) -> Response:
     nodes, used = executor_nodes(plane), plane.store.gpus_in_use()
     gpus: dict[str, int] = {}

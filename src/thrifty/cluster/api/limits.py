@@ -23,6 +23,18 @@ def _reads_as_json(content_type: str) -> bool:
                           (kind.endswith("/json") or kind.endswith("+json")))
 
 
+async def _json_problem(body: bytes) -> str | None:
+    """Why a JSON body is refused before it is parsed, if it is: not UTF-8 (which JSON must
+    be), or nested too deeply."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return f"not UTF-8 text ({err.reason} at byte {err.start}); JSON is sent as UTF-8"
+    # A long body takes a tenth of a second to measure: off the event loop, then.
+    depth = json_depth(text) if len(body) < 65536 else await run_in_threadpool(json_depth, text)
+    return too_deep(depth) if depth > MAX_DEPTH else None
+
+
 class BodyLimits:
     """ASGI middleware: reads the body once (at most `max_bytes`), checks it, replays it."""
 
@@ -52,13 +64,10 @@ class BodyLimits:
             more = message.get("more_body", False)
         body = b"".join(chunks)
         if body and _reads_as_json(headers.get("content-type", "")):
-            text = body.decode("utf-8", errors="replace")
-            # A long body takes a tenth of a second to measure: off the event loop, then.
-            depth = (json_depth(text) if len(body) < 65536
-                     else await run_in_threadpool(json_depth, text))
-            if depth > MAX_DEPTH:
+            problem = await _json_problem(body)
+            if problem:
                 response = JSONResponse(status_code=422, content=problems_body(
-                    "the body is nested too deeply", [("(body)", too_deep(depth))]))
+                    f"the body cannot be read as JSON: {problem}", [("(body)", problem)]))
                 await response(scope, receive, send)
                 return
         replayed = False
