@@ -15,9 +15,12 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+from waiting import wait_for_state
 
 from thrifty.cluster.api import ApiServer, create_app
 from thrifty.cluster.api.common import ErrorBody, Problems
+from thrifty.cluster.api.users import NewToken, UserInfo, UserList
+from thrifty.cluster.api.views import JobDetail, JobLogs, JobPage, JobSummary
 from thrifty.cluster.local import LocalExecutor
 from thrifty.cluster.plane import ControlPlane
 from thrifty.cluster.store import MAX_INT, Store
@@ -246,6 +249,35 @@ def test_openapi_has_the_job_spec_and_every_error_each_route_gives(served: Serve
                                      headers=served.auth("alice")))[0][0] == "entrypoint"
     assert problems(served.http.get("/jobs", params={"state": "done"},
                                     headers=served.auth("alice")))[0][0] == "query.state"
+
+
+def test_what_the_job_routes_answer_is_what_their_models_say(served: Served) -> None:
+    served.plane.start()
+    try:
+        alice = served.auth("alice")
+        submitted = served.http.post("/jobs", json=rigid("talks", "print('hello')"),
+                                     headers=alice)
+        job = JobSummary.model_validate(submitted.json(), strict=True)
+        wait_for_state(served.store, job.id, ("succeeded",), 60)
+        detail = JobDetail.model_validate(served.http.get(f"/jobs/{job.id}", headers=alice)
+                                          .json(), strict=True)
+        assert detail.attempts[0].exit_codes == [0] and detail.events
+        logs = JobLogs.model_validate(served.http.get(f"/jobs/{job.id}/logs", headers=alice)
+                                      .json(), strict=True)
+        assert logs.ranks[0].text == "hello\n"
+        page = JobPage.model_validate(served.http.get("/jobs", headers=alice).json(),
+                                      strict=True)
+        assert [j.id for j in page.jobs] == [job.id]
+        cancelled = served.http.post(f"/jobs/{job.id}/cancel", headers=alice).json()
+        assert JobSummary.model_validate(cancelled, strict=True).state == "succeeded"
+        made = served.http.post("/users", json={"name": "carol"}, headers=served.auth("admin"))
+        NewToken.model_validate(made.json(), strict=True)
+        users = served.http.get("/users", headers=served.auth("admin")).json()
+        assert len(UserList.model_validate(users, strict=True).users) == 4
+        revoked = served.http.post("/users/carol/revoke", headers=served.auth("admin")).json()
+        UserInfo.model_validate(revoked, strict=True)
+    finally:
+        served.plane.stop(stop_jobs=True)
 
 
 def test_docs_render_from_the_app_alone(served: Served) -> None:

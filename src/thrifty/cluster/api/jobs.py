@@ -27,6 +27,7 @@ from thrifty.cluster.api.common import (
     show,
 )
 from thrifty.cluster.api.logfiles import rank_logs, read_from, read_tail
+from thrifty.cluster.api.views import JobDetail, JobLogs, JobPage, JobSummary
 from thrifty.cluster.bodies import load_json, load_yaml
 from thrifty.cluster.plane import ControlPlane
 from thrifty.cluster.spec import SpecError, validate_spec
@@ -83,9 +84,9 @@ def _submit(plane: ControlPlane, who: Caller, data: Any,
 
 
 @router.post("/jobs", summary="Submit a job", status_code=201, responses={
-    201: {"description": "The new job, queued."},
-    200: {"description": "A retry with an Idempotency-Key already used for this spec: the job "
-                         "stored the first time."},
+    201: {"description": "The new job, queued.", "model": JobSummary},
+    200: {"model": JobSummary, "description": "A retry with an Idempotency-Key already used "
+                                              "for this spec: the job stored the first time."},
     **errors(400, 401, 403, 409, 413, 415, 422),
 }, openapi_extra={"requestBody": {"required": True, "content": {
     "application/json": {"schema": JOB_SPEC},
@@ -111,7 +112,8 @@ async def submit(
     return JSONResponse(status_code=status, content=job)
 
 
-@router.get("/jobs", summary="List jobs", responses=errors(401, 403, 422))
+@router.get("/jobs", summary="List jobs",
+            responses={200: {"model": JobPage}, **errors(401, 403, 422)})
 def list_jobs(
     who: Who, plane: Plane,
     state: Annotated[list[str] | None, Query(
@@ -137,7 +139,7 @@ def list_jobs(
 
 
 @router.get("/jobs/{job_id}", summary="One job, with its events and attempts",
-            responses=errors(401, 404, 422))
+            response_model=None, responses={200: {"model": JobDetail}, **errors(401, 404, 422)})
 def get_job(job_id: str, who: Who, plane: Plane) -> dict[str, Any]:
     row = own_job(plane, who, job_id)
     return {
@@ -152,7 +154,9 @@ def get_job(job_id: str, who: Who, plane: Plane) -> dict[str, Any]:
     }
 
 
-@router.post("/jobs/{job_id}/cancel", summary="Cancel a job", responses=errors(401, 404, 422))
+@router.post("/jobs/{job_id}/cancel", summary="Cancel a job",
+             response_model=None,
+             responses={200: {"model": JobSummary}, **errors(401, 404, 422)})
 def cancel(job_id: str, who: Who, plane: Plane) -> dict[str, Any]:
     """A queued job ends at once; a running one is stopped in the next scheduling round."""
     own_job(plane, who, job_id)
@@ -160,7 +164,7 @@ def cancel(job_id: str, who: Who, plane: Plane) -> dict[str, Any]:
 
 
 @router.get("/jobs/{job_id}/logs", summary="A job's logs, one text per replica",
-            responses=errors(401, 404, 422))
+            response_model=None, responses={200: {"model": JobLogs}, **errors(401, 404, 422)})
 def logs(
     job_id: str, who: Who, plane: Plane,
     tail: Annotated[int | None, Query(ge=0, le=100_000,
