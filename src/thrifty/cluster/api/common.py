@@ -110,7 +110,8 @@ def current_caller(
         raise fail(401, f"missing API token: {TOKEN_HELP}", **{"WWW-Authenticate": "Bearer"})
     user = plane.store.user_for_token(credentials.credentials)
     if user is None:
-        raise fail(401, f"invalid API token: {TOKEN_HELP}", **{"WWW-Authenticate": "Bearer"})
+        raise fail(401, f"invalid API token (unknown, rotated or revoked): {TOKEN_HELP}",
+                   **{"WWW-Authenticate": "Bearer"})
     return Caller(user.name, bool(user.admin))
 
 
