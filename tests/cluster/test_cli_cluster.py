@@ -141,9 +141,9 @@ entrypoint: {{command: [{PY}, -c, "import time; print('up', flush=True); time.sl
 
     carol = served.run("users", "add", "carol")[0].strip()
     _, err = served.run("cancel", job_id, token=carol, code=1)
-    assert "belongs to another user" in err and "403" in err
+    assert f"no job {job_id} of yours" in err and "404" in err  # as if it did not exist
     _, err = served.run("logs", job_id, token=carol, code=1)
-    assert "belongs to another user" in err
+    assert f"no job {job_id} of yours" in err
 
     out, _ = served.run("cancel", job_id, token=bob)
     assert f"{job_id}: cancel requested" in out
@@ -247,3 +247,33 @@ resources:
     token = served.store.add_user("carol")
     served.run("report", "--json", str(out), token=token)
     assert json.loads(out.read_text())["rows"] == []
+
+
+def test_users_list_and_revoke(served: Served) -> None:
+    bob = served.run("users", "add", "bob")[0].strip()
+    listed, _ = served.run("users", "list")
+    assert "admin" in listed and "bob" in listed and bob not in listed
+    users = {u["name"]: u for u in json.loads(served.run("users", "list", "--json")[0])}
+    assert users["admin"]["admin"] and not users["bob"]["admin"]
+    assert len(users["bob"]["token_id"]) == 12 and bob not in json.dumps(users)
+    _, err = served.run("users", "list", token=bob, code=1)
+    assert "only an admin may list users" in err
+
+    served.run("jobs", token=bob)
+    _, err = served.run("users", "revoke", "bob")
+    assert "revoked bob's token" in err
+    _, err = served.run("jobs", token=bob, code=1)  # at once: the very next request
+    assert "invalid API token" in err and "401" in err
+    assert "revoked" in served.run("users", "list")[0]
+    _, err = served.run("users", "revoke", "nobody", code=1)
+    assert "no user nobody" in err
+
+
+def test_a_too_deeply_nested_spec_is_one_line(served: Served, tmp_path: Path) -> None:
+    for name, body in (("flow", "name: x\nenv: " + "[" * 50_000 + "\n"),
+                       ("json", '{"name": "x", "env": ' + '{"a": ' * 3000 + "1" + "}" * 3001)):
+        spec = write_spec(tmp_path, name, body)
+        out, err = served.run("submit", str(spec), code=2)
+        assert out == "" and len(err.splitlines()) == 1, err[:2000]
+        assert err.startswith(f"error: {spec}: nested more than 32 levels deep")
+    assert served.store.jobs() == []

@@ -1,5 +1,5 @@
-"""The cluster commands: `thrifty server` runs the control plane and its API; `submit`, `jobs`,
-`logs`, `cancel`, `cluster` and `users add` talk to it over HTTP.
+"""The cluster commands: `thrifty server` runs the control plane and its API; `submit`, `jobs`, `job`,
+`logs`, `cancel` and `cluster` talk to it over HTTP (`users` lives in cli/users.py).
 
 The cluster surface lives here in one place; `thrifty.cli` only registers these commands.
 Heavy imports (the store, the API, uvicorn) happen inside the commands that need them, so
@@ -24,7 +24,6 @@ from rich.table import Table
 from thrifty.cli.options import ServerOpt, TokenOpt
 from thrifty.cli.output import EXIT_BAD_INPUT, fail, results_console
 from thrifty.cluster.states import ACTIVE_STATES, STATE_COLOURS, TERMINAL_STATES
-from thrifty.contract import Env
 from thrifty.errors import ThriftyError
 from thrifty.settings import DEFAULT_SERVER
 
@@ -149,28 +148,6 @@ def server_command(
 
 
 # --------------------------------------------------------------------------------------------
-# thrifty users add
-# --------------------------------------------------------------------------------------------
-
-
-def users_add_command(
-    name: Annotated[str, typer.Argument(help="The user's name (owner of their jobs).")],
-    admin: Annotated[bool, typer.Option("--admin", help="May see all jobs and add users.")]
-    = False,
-    rotate: Annotated[bool, typer.Option("--rotate", help="Issue a new token to an existing "
-                                         "user; the old one stops working.")] = False,
-    server: ServerOpt = None,
-    token: TokenOpt = None,
-) -> None:
-    """Add a user (admins only) and print their API token, which is shown this once."""
-    with api_client(server, token) as client:
-        user = client.add_user(name, admin=admin, rotate=rotate)
-    sys.stderr.write(f"user {user['name']}{' (admin)' if user['admin'] else ''}: give them this "
-                     f"token ({Env.TOKEN} or --token):\n")
-    print(user["token"])
-
-
-# --------------------------------------------------------------------------------------------
 # thrifty submit, jobs, cancel
 # --------------------------------------------------------------------------------------------
 
@@ -181,12 +158,19 @@ def submit_command(
     token: TokenOpt = None,
 ) -> None:
     """Submit a job; prints its id. A relative working_dir is taken from the spec's folder."""
+    from thrifty.cluster.bodies import check_yaml_shape
     from thrifty.cluster.spec import SpecError, load_spec
 
     try:
+        if spec.is_file():  # too deep a file would be a RecursionError in the YAML parser
+            check_yaml_shape(spec.read_text())
         job_spec = load_spec(spec)
     except SpecError as err:
+        if [field for field, _ in err.problems] == ["(spec)"]:  # the file as a whole: one line
+            _fail(f"{spec}: {err.problems[0][1]}", EXIT_BAD_INPUT)
         _spec_problems(err.problems, str(spec))
+    except (OSError, UnicodeDecodeError) as err:
+        _fail(f"{spec}: cannot read it as text: {err}", EXIT_BAD_INPUT)
     except ThriftyError as err:
         _fail(err, EXIT_BAD_INPUT)
     body = job_spec.model_dump(mode="json", exclude_defaults=True)
@@ -381,7 +365,8 @@ def cluster_command(
 
 
 def register(app: typer.Typer) -> None:
-    from thrifty.cli.job import job_command  # a module of its own, which imports this one
+    from thrifty.cli.job import job_command  # modules of their own, which import this one
+    from thrifty.cli.users import register as register_users
 
     app.command("server")(server_command)
     app.command("submit")(submit_command)
@@ -390,6 +375,4 @@ def register(app: typer.Typer) -> None:
     app.command("logs")(logs_command)
     app.command("cancel")(cancel_command)
     app.command("cluster")(cluster_command)
-    users = typer.Typer(help="API users and their tokens (admins).", no_args_is_help=True)
-    users.command("add")(users_add_command)
-    app.add_typer(users, name="users")
+    register_users(app)

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -178,3 +179,10 @@ class Client:
 
     def add_user(self, name: str, admin: bool = False, rotate: bool = False) -> dict[str, Any]:
         return self._json("POST", "/users", json={"name": name, "admin": admin, "rotate": rotate})
+
+    def users(self) -> list[dict[str, Any]]:
+        """Every user: name, admin, created_at, token_id (never the token), revoked_at."""
+        return self._json("GET", "/users")["users"]
+
+    def revoke_user(self, name: str) -> dict[str, Any]:
+        return self._json("POST", f"/users/{quote(name, safe='')}/revoke")

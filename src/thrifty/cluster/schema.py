@@ -19,6 +19,7 @@ class User(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class JobRow(Base):
@@ -50,6 +51,7 @@ class JobRow(Base):
     # budgets}. Both are written only when they change, not every round.
     reason: Mapped[str] = mapped_column(Text, default=WAITING_FIRST, server_default="")
     last_decision: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class Attempt(Base):

@@ -119,10 +119,12 @@ class JobSpec(_Strict):
     checkpoint_dir: str | None = None
     max_restarts: int = Field(3, ge=0, le=100)
     batch_size: int | None = Field(
-        None, ge=1, description="Total batch the owner asks for, for policies that honour it."
+        None, ge=1, le=2**31 - 1,
+        description="Total batch the owner asks for, for policies that honour it.",
     )
     deadline_s: float | None = Field(
-        None, gt=0, description="Seconds after submission by which the job should be finished."
+        None, gt=0, allow_inf_nan=False,
+        description="Seconds after submission by which the job should be finished.",
     )
 
     @field_validator("env")

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from thrifty.cluster.schema import AllocationRow, Attempt, Event, JobRow, ReportRow, User
-from thrifty.cluster.spec import JobSpec
+from thrifty.cluster.spec import JobSpec, spec_json
 from thrifty.cluster.states import (
     ACTIVE_STATES,
     CANCELLED,
@@ -39,6 +39,19 @@ from thrifty.contract import Env
 from thrifty.errors import ThriftyError
 
 REPORT_HISTORY_S = 60.0  # keep a reported model at least this often, and at every batch change
+MAX_INT = 2**31 - 1  # the largest count, offset or number every database's INTEGER holds
+
+
+class KeyReused(ThriftyError):
+    """An idempotency key sent again with a different spec: the first job stands, the new spec
+    is not stored."""
+
+    def __init__(self, request_key: str, job: JobRow) -> None:
+        self.job = job
+        key = request_key.split(":", 1)[-1]
+        super().__init__(f"Idempotency-Key {key!r} was already used for a different request "
+                         f"(job {job.id}); send a new key for a new job, or the first spec "
+                         "again to get that job back")
 
 
 def _to_json(value: Any) -> str:
@@ -83,6 +96,17 @@ def keep_report(s: Session, job: JobRow, report: dict[str, Any], now: float) -> 
     if changed or last_kept is None or now - last_kept >= REPORT_HISTORY_S:
         s.add(ReportRow(job_id=job.id, at=now, report=report))
     job.report, job.reported_at = report, now
+
+
+def spec_hash(spec: JobSpec) -> str:
+    """The hash of a spec's canonical JSON: two bodies that describe the same job agree."""
+    return hashlib.sha256(spec_json(spec).encode()).hexdigest()
+
+
+def token_id(user: User) -> str | None:
+    """A short name for a user's current token that gives nothing of it away (the start of
+    its hash); None once revoked."""
+    return None if user.revoked_at is not None else user.token_hash[:12]
 
 
 def new_job_id(name: str) -> str:
@@ -134,8 +158,25 @@ class Store:
                 s.add(User(name=name, token_hash=hash_token(token), admin=admin,
                            created_at=time.time()))
             else:
-                user.token_hash, user.admin = hash_token(token), admin
+                user.token_hash, user.admin, user.revoked_at = hash_token(token), admin, None
         return token
+
+    def users(self) -> list[User]:
+        with self.session() as s:
+            return list(s.scalars(select(User).order_by(User.name)))
+
+    def revoke_user(self, name: str, now: float | None = None) -> User | None:
+        """Make a user's token stop working at once (their jobs stay); a new one comes from
+        `add_user`. None when there is no such user."""
+        with self.session() as s:
+            user = s.get(User, name)
+            if user is None:
+                return None
+            if user.revoked_at is None:
+                # No token hashes to this (hashes are 64 hex digits), and it stays unique.
+                user.token_hash = f"revoked-{secrets.token_hex(16)}"
+                user.revoked_at = time.time() if now is None else now
+            return user
 
     def has_user(self, name: str) -> bool:
         with self.session() as s:
@@ -143,7 +184,8 @@ class Store:
 
     def user_for_token(self, token: str) -> User | None:
         with self.session() as s:
-            return s.scalar(select(User).where(User.token_hash == hash_token(token)))
+            return s.scalar(select(User).where(User.token_hash == hash_token(token),
+                                               User.revoked_at.is_(None)))
 
     def count_users(self) -> int:
         with self.session() as s:
@@ -154,9 +196,11 @@ class Store:
     def submit(self, spec: JobSpec, now: float | None = None,
                request_key: str | None = None) -> JobRow:
         """Store a new queued job. A repeated `request_key` (a client's retry of the same
-        submission) returns the job stored the first time instead of a second copy."""
+        submission) returns the job stored the first time instead of a second copy; with a
+        different spec it raises KeyReused and stores nothing."""
         now = time.time() if now is None else now
-        known = self.job_for_request(request_key)
+        digest = spec_hash(spec)
+        known = self.job_for_request(request_key, digest)
         if known is not None:
             return known
         row = JobRow(
@@ -164,6 +208,7 @@ class Store:
             spec=spec.model_dump(mode="json"), state=QUEUED, priority=spec.priority,
             submitted_at=now, restarts=0, failures=0, attained_service=0.0,
             replica_seconds=0.0, cancel_requested=False, message="", request_key=request_key,
+            request_hash=None if request_key is None else digest,
         )
         try:
             with self.session() as s:
@@ -173,18 +218,25 @@ class Store:
         except IntegrityError:
             if request_key is None:
                 raise
-            known = self.job_for_request(request_key)  # the same request racing itself: the first
-            if known is None:  # one won
+            known = self.job_for_request(request_key, digest)  # the same request racing
+            if known is None:  # itself: the first one won
                 raise
             return known
         return row
 
-    def job_for_request(self, request_key: str | None) -> JobRow | None:
-        """The job a submission with this idempotency key stored, if any."""
+    def job_for_request(self, request_key: str | None,
+                        digest: str | None = None) -> JobRow | None:
+        """The job a submission with this idempotency key stored, if any. Given the spec's
+        `digest` (`spec_hash`), a job stored from another spec raises KeyReused (a job stored
+        before hashes were kept matches any)."""
         if request_key is None:
             return None
         with self.session() as s:
-            return s.scalar(select(JobRow).where(JobRow.request_key == request_key))
+            known = s.scalar(select(JobRow).where(JobRow.request_key == request_key))
+        if (known is not None and digest is not None and known.request_hash is not None
+                and known.request_hash != digest):
+            raise KeyReused(request_key, known)
+        return known
 
     def get(self, job_id: str) -> JobRow | None:
         with self.session() as s:
@@ -258,6 +310,10 @@ class Store:
         limit: int | None = None,
         offset: int = 0,
     ) -> list[JobRow]:
+        """Newest first; `limit` and `offset` (at most MAX_INT, what SQL's LIMIT holds) page."""
+        if not 0 <= offset <= MAX_INT or (limit is not None and not 0 <= limit <= MAX_INT):
+            raise ThriftyError(f"a page's limit and offset must be 0 to {MAX_INT}, got "
+                               f"limit={limit}, offset={offset}")
         query = select(JobRow).order_by(JobRow.submitted_at.desc(), JobRow.id)
         if owner is not None:
             query = query.where(JobRow.owner == owner)

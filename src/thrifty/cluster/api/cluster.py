@@ -6,10 +6,10 @@ from collections.abc import Iterable
 from typing import Any
 
 from fastapi import APIRouter
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import Response
 
 from thrifty import __version__
-from thrifty.cluster.api.common import STATES, Plane, Who, fail
+from thrifty.cluster.api.common import STATES, Plane, Who, errors, fail
 from thrifty.cluster.plane import ControlPlane
 from thrifty.policy.base import NodeView
 
@@ -60,7 +60,8 @@ def metrics_text(jobs_by_state: dict[str, int], gpus: dict[str, int],
     return "\n".join(out) + "\n"
 
 
-@router.get("/cluster", summary="Nodes, their use, the queue and the scheduler")
+@router.get("/cluster", summary="Nodes, their use, the queue and the scheduler",
+            responses=errors(401, 503))
 def cluster(who: Who, plane: Plane) -> dict[str, Any]:
     nodes, used = executor_nodes(plane), plane.store.gpus_in_use()
     last = plane.last_round
@@ -81,7 +82,11 @@ def cluster(who: Who, plane: Plane) -> dict[str, Any]:
     }
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response, responses={
+    200: {"description": "Prometheus's text format, version 0.0.4.",
+          "content": {"text/plain": {"schema": {"type": "string"}}}},
+    **errors(401, 503),
+})
 def metrics(who: Who, plane: Plane) -> Response:
     nodes, used = executor_nodes(plane), plane.store.gpus_in_use()
     gpus: dict[str, int] = {}
@@ -95,7 +100,7 @@ def metrics(who: Who, plane: Plane) -> Response:
     return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
-@router.get("/healthz", summary="Liveness (no token needed)")
+@router.get("/healthz", summary="Liveness (no token needed)", responses=errors(503))
 def healthz(plane: Plane) -> dict[str, Any]:
     try:
         plane.store.ping()

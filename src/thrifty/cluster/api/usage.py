@@ -8,13 +8,14 @@ from typing import Any
 from fastapi import APIRouter
 
 from thrifty.cluster.api.cluster import executor_nodes
-from thrifty.cluster.api.common import Plane, Who
+from thrifty.cluster.api.common import Plane, Who, errors
 from thrifty.cluster.usage import live_ledger
 
 router = APIRouter(tags=["usage"])
 
 
-@router.get("/usage", summary="GPU-hours, USD, kWh and kg CO2e of every job, as a ledger")
+@router.get("/usage", summary="GPU-hours, USD, kWh and kg CO2e of every job, as a ledger",
+            responses=errors(400, 401, 503))
 def usage(who: Who, plane: Plane) -> dict[str, Any]:
     """An admin's covers everyone's jobs, anyone else's their own; `thrifty report` groups it
     by job, user or team."""
