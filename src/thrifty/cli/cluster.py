@@ -1,5 +1,5 @@
-"""The cluster commands: `thrifty server` runs the control plane and its API; `submit`, `jobs`, `job`,
-`logs`, `cancel` and `cluster` talk to it over HTTP (`users` lives in cli/users.py).
+"""The cluster commands: `thrifty server` runs the control plane and its API; `submit`, `jobs`,
+`job`, `logs`, `cancel` and `cluster` talk to it over HTTP (`users` lives in cli/users.py).
 
 The cluster surface lives here in one place; `thrifty.cli` only registers these commands.
 Heavy imports (the store, the API, uvicorn) happen inside the commands that need them, so
