@@ -348,6 +348,13 @@ class AdaptiveDataParallel(nn.Module):
             self.job.noise.update(piece_sqr, mean_sqr, int(world), piece_batch)
         return bool(packed[1] > 0)
 
+    def release(self) -> None:
+        """Drop the DDP wrapper and its reference to the process group (training is over:
+        `finish` calls this before destroying the group). The model itself stays usable."""
+        self.drain()
+        self._stop_voted()  # no collective may be left in flight when the group goes
+        self.ddp = None
+
     # ---- checkpoint --------------------------------------------------------------------------
 
     def state_dict_for_checkpoint(self) -> dict[str, Any]:
