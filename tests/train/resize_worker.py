@@ -55,12 +55,14 @@ def main() -> None:
                 optimizer.zero_grad()
                 F.cross_entropy(model(xb), yb).backward()
                 optimizer.step()
-                low, high = model.rule.bounds(BATCH, model.last_batch)
+                # AdaScale's range at this step's batch, S = M/M0: [1, S] ([S, 1] below M0).
+                scale = loader.current_batch_size / BATCH
+                low, high = min(1.0, scale), max(1.0, scale)
                 factor = model.last_lr_factor
                 checked += 1
                 top = max(top, factor)
                 if not low - 1e-9 <= factor <= high + 1e-9:
-                    violations.append([job.step, model.last_batch, factor, low, high])
+                    violations.append([job.step, loader.current_batch_size, factor, low, high])
                 if (epoch == args.stop_epoch and job.env.rank == args.stop_rank
                         and not signalled):
                     signalled = True
