@@ -54,7 +54,10 @@ def main() -> None:
             for xb, yb in loader:
                 optimizer.zero_grad()
                 F.cross_entropy(model(xb), yb).backward()
+                before = job.step
                 optimizer.step()
+                if job.step == before:
+                    continue  # an accumulation micro-step: no update, no factor
                 # AdaScale's range at this step's batch, S = M/M0: [1, S] ([S, 1] below M0).
                 scale = loader.current_batch_size / BATCH
                 low, high = min(1.0, scale), max(1.0, scale)
