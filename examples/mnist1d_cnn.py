@@ -76,6 +76,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-batch-size", type=int, default=512)
     parser.add_argument("--lr", type=float, default=0.05)
+    parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--ckpt", default=None, help="checkpoint folder")
     parser.add_argument("--report", default=None, help="report file or http URL")
     parser.add_argument("--scaling", default="auto")
@@ -87,7 +88,9 @@ def main() -> None:
     job = thrifty.train.init(args.ckpt, args.report, seed=args.seed, adapt_every=20)
     train, test = data()
     model = CNN()
-    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
+    optimizer = torch.optim.SGD(
+        model.parameters(), lr=args.lr, momentum=0.9, weight_decay=args.weight_decay
+    )
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
     model = job.parallel(model, optimizer, lr_scheduler=scheduler, scaling=args.scaling)
     loader = job.loader(

@@ -19,9 +19,10 @@ def free_port() -> int:
 
 
 def launch(
-    replicas: int, out: Path, *args: str, timeout: float = 120.0
+    replicas: int, out: Path, *args: str, timeout: float = 120.0, worker: Path = WORKER
 ) -> tuple[list[int], list[dict | None], str]:
-    """Start `replicas` workers as torchrun would (RANK, WORLD_SIZE, ... on loopback) and wait.
+    """Start `replicas` workers (default: worker.py) as torchrun would (RANK, WORLD_SIZE, ...
+    on loopback) and wait.
 
     Returns their exit codes, their result files (None where a worker wrote none) and stderr.
     """
@@ -40,7 +41,7 @@ def launch(
         }
         procs.append(
             subprocess.Popen(
-                [sys.executable, str(WORKER), "--out", str(out), *args],
+                [sys.executable, str(worker), "--out", str(out), *args],
                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             )
         )

@@ -9,6 +9,7 @@ resize exit code.
 
 from __future__ import annotations
 
+import gc
 import logging
 import signal
 import sys
@@ -377,6 +378,11 @@ class Job:
     def finish(self) -> None:
         """Flush the last report and leave the process group cleanly (barrier first).
 
+        The DDP wrapper holds the group (and so gloo's worker threads) alive: it is released
+        and collected while the interpreter is still whole. A group still alive at interpreter
+        shutdown aborts the process ("terminate called without an active exception", exit 134)
+        instead of letting it leave with its exit code.
+
         A group that `init` found already created (Ray Train creates it before the training
         function runs, and destroys it after) is left to its creator.
         """
@@ -390,12 +396,17 @@ class Job:
         if self.reporter is not None:
             self._publish()
             self.reporter.close()
-        self.stop.close()
-        self._oom_exit.close()
+        # The stop handlers stay until the group is gone: a second SIGTERM during the barrier
+        # would otherwise kill this replica by default while its peers still wait in it.
         if self.env.distributed and dist.is_initialized():
             dist.barrier()
             if self.owns_group:
+                if self.model_ is not None:
+                    self.model_.release()
                 dist.destroy_process_group()
+                gc.collect()  # free gloo's threads now, not during interpreter shutdown
+        self.stop.close()
+        self._oom_exit.close()
 
     def __enter__(self) -> Job:
         return self

@@ -27,9 +27,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from thrifty.goodput.efficiency import gain
 from thrifty.train.interface import StepOutcome
-from thrifty.train.scaling import ScalingRule, choose_rule
+from thrifty.train.scaling import ScalingRule, bounded_gain, choose_rule
 
 if TYPE_CHECKING:
     from thrifty.train.interface import JobHandle
@@ -86,7 +85,8 @@ class AdaptiveDataParallel(nn.Module):
         self._inflight: tuple[Any, torch.Tensor, tuple[float, int, float] | None] | None = None
         self._stop_vote: tuple[Any, torch.Tensor] | None = None  # this step's, while in flight
         self._spans: list[tuple[float, float]] = []
-        self.last_lr_factor = 1.0
+        self.last_lr_factor = 1.0  # the last step's, within rule.bounds(init, last_batch)
+        self.last_batch = 0  # samples the last optimizer step averaged, over all replicas
         self.ddp: DistributedDataParallel | None = None
         if job.env.distributed:
             if job.device.type == "cuda":
@@ -260,6 +260,7 @@ class AdaptiveDataParallel(nn.Module):
         if seconds > 0:
             seconds = time.perf_counter() - self._last_end  # type: ignore[operator]
         self.last_lr_factor = factor
+        self.last_batch = batch
         self._pending_micro = 0
         self._update_weights()
         sync = 0.0
@@ -269,7 +270,7 @@ class AdaptiveDataParallel(nn.Module):
                 sync += end - max(begin, busy_until)
                 busy_until = end
             self._spans = []
-        progress = 1.0 if stats is None else float(gain(stats, job.limits.init_batch_size, batch))
+        progress = 1.0 if stats is None else bounded_gain(stats, job.limits.init_batch_size, batch)
         job.after_step(StepOutcome(local or batch, seconds, sync, progress, stop))
         return result
 
@@ -346,6 +347,13 @@ class AdaptiveDataParallel(nn.Module):
             piece_sqr = float(packed[0]) / world / micro**2
             self.job.noise.update(piece_sqr, mean_sqr, int(world), piece_batch)
         return bool(packed[1] > 0)
+
+    def release(self) -> None:
+        """Drop the DDP wrapper and its reference to the process group (training is over:
+        `finish` calls this before destroying the group). The model itself stays usable."""
+        self.drain()
+        self._stop_voted()  # no collective may be left in flight when the group goes
+        self.ddp = None
 
     # ---- checkpoint --------------------------------------------------------------------------
 

@@ -11,6 +11,12 @@ step, on top of whatever the user's scheduler set, so schedulers compose unchang
   the square-root rule that suits adaptive optimizers (Malladi et al., 2022), which reduces to it
   when the gradient is pure noise.
 - `SqrtScale` and `LinearScale`: the classic fixed rules, √S and S.
+
+Bounds. With S = M/M0 the batch scale, AdaScale's gain lies in [1, S] for S ≥ 1 (in [S, 1] for
+the short last batch of an epoch, S < 1): a step is worth at least what a step at M0 is and at
+most S of them, whatever the noise estimate says. `ScalingRule.bounds` states each rule's range
+and `factor` is clipped to it, so that a wrong estimate (one measured at another batch or world
+size, restored from a checkpoint) can never push the learning rate past linear scaling.
 """
 
 from __future__ import annotations
@@ -23,37 +29,72 @@ from thrifty.errors import ThriftyError
 from thrifty.goodput.efficiency import GradientStats, gain
 
 
+def gain_bounds(init_batch: int, batch: int) -> tuple[float, float]:
+    """The range of AdaScale's gain at total batch `batch`: [1, S] with S = batch/init_batch,
+    [S, 1] when the batch is smaller than the initial one."""
+    scale = batch / init_batch
+    return min(1.0, scale), max(1.0, scale)
+
+
+def bounded_gain(stats: GradientStats, init_batch: int, batch: int) -> float:
+    """AdaScale's gain (`goodput.efficiency.gain`), clipped to `gain_bounds`: the progress one
+    step at `batch` makes, in steps at the initial batch."""
+    low, high = gain_bounds(init_batch, batch)
+    value = float(gain(stats, init_batch, batch))
+    return min(max(value, low), high) if math.isfinite(value) else 1.0
+
+
 class ScalingRule:
-    """Base: the learning-rate factor for a step at total batch `batch`."""
+    """Base: the learning-rate factor for a step at total batch `batch`, never outside
+    `bounds(init_batch, batch)`."""
 
     name = "none"
     preconditioned = False  # measure gradient noise in the optimizer's preconditioned space
+
+    def bounds(self, init_batch: int, batch: int) -> tuple[float, float]:
+        """The smallest and largest factor this rule gives at `batch`."""
+        return 1.0, 1.0
 
     def factor(self, stats: GradientStats | None, init_batch: int, batch: int) -> float:
         return 1.0
 
 
 class AdaScale(ScalingRule):
+    """The gain r ∈ [1, S] (S = batch/init_batch; [S, 1] below the initial batch)."""
+
     name = "adascale"
+
+    def bounds(self, init_batch: int, batch: int) -> tuple[float, float]:
+        return gain_bounds(init_batch, batch)
 
     def factor(self, stats: GradientStats | None, init_batch: int, batch: int) -> float:
         if stats is None:
             return 1.0  # nothing measured yet: do not assume large batches help
-        return float(gain(stats, init_batch, batch))
+        return bounded_gain(stats, init_batch, batch)
 
 
 class AdamScale(ScalingRule):
+    """√r ∈ [1, √S] (S = batch/init_batch; [√S, 1] below the initial batch)."""
+
     name = "adamscale"
     preconditioned = True
+
+    def bounds(self, init_batch: int, batch: int) -> tuple[float, float]:
+        low, high = gain_bounds(init_batch, batch)
+        return math.sqrt(low), math.sqrt(high)
 
     def factor(self, stats: GradientStats | None, init_batch: int, batch: int) -> float:
         if stats is None:
             return 1.0
-        return math.sqrt(float(gain(stats, init_batch, batch)))
+        return math.sqrt(bounded_gain(stats, init_batch, batch))
 
 
 class SqrtScale(ScalingRule):
     name = "sqrt"
+
+    def bounds(self, init_batch: int, batch: int) -> tuple[float, float]:
+        value = math.sqrt(batch / init_batch)
+        return value, value
 
     def factor(self, stats: GradientStats | None, init_batch: int, batch: int) -> float:
         return math.sqrt(batch / init_batch)
@@ -61,6 +102,9 @@ class SqrtScale(ScalingRule):
 
 class LinearScale(ScalingRule):
     name = "linear"
+
+    def bounds(self, init_batch: int, batch: int) -> tuple[float, float]:
+        return batch / init_batch, batch / init_batch
 
     def factor(self, stats: GradientStats | None, init_batch: int, batch: int) -> float:
         return batch / init_batch
