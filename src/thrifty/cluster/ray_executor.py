@@ -83,6 +83,7 @@ class RayExecutor:
     """Runs replicas as actors on a running Ray cluster (`address` as ray.init takes it)."""
 
     name = "ray"
+    isolation = "environment"  # replicas get a scrubbed environment, never a sandbox
 
     def __init__(
         self,
