@@ -113,7 +113,8 @@ class Sandbox:
 
         bwrap = shutil.which("bwrap")
         if bwrap is None:
-            raise ThriftyError(f"isolation sandbox needs bwrap, not found on PATH: {INSTALL_HINT}")
+            raise ThriftyError("jobs run in a bubblewrap sandbox (--isolation sandbox, the "
+                               f"default), but bwrap is not on PATH: {INSTALL_HINT}")
         tried = []
         # Root (or a setuid bwrap) makes the namespaces itself; anyone else needs a user
         # namespace for them.
@@ -129,8 +130,9 @@ class Sandbox:
                 return cls(bwrap, (*flags, "--unshare-ipc", "--unshare-cgroup-try",
                                    "--die-with-parent"), tuple(files), tuple(folders))
             tried.append(done.stderr.strip() or f"exit status {done.returncode}")
-        raise ThriftyError(f"isolation sandbox: {bwrap} cannot make a sandbox here "
-                           f"({'; '.join(tried)}): {INSTALL_HINT.split(' or ', 1)[1]}")
+        raise ThriftyError(f"jobs run in a bubblewrap sandbox (--isolation sandbox, the "
+                           f"default), but {bwrap} cannot make one here ({'; '.join(tried)}): "
+                           f"{INSTALL_HINT.split(' or ', 1)[1]}")
 
     def wrap(self, argv: Sequence[str], *, workdir: Path, job_dir: Path,
              writable: Iterable[Path], hidden: Iterable[Path], env: Mapping[str, str]) -> list[str]:

@@ -144,11 +144,8 @@ def make_executor(kind: str, settings: Settings, slots: int | None = None,
 
         if slots is not None and slots < 1:
             raise ThriftyError(f"--slots must be at least 1, got {slots}")
-        try:
-            return LocalExecutor(slots=slots, gpu_kind=settings.gpu_kind, isolation=isolation,
-                                 state_dirs=[settings.home])
-        except ThriftyError as err:
-            raise ThriftyError(f"--isolation {isolation}: {err}") from err
+        return LocalExecutor(slots=slots, gpu_kind=settings.gpu_kind, isolation=isolation,
+                             state_dirs=[settings.home])
     if kind == "ray":
         if isolation == "sandbox":
             raise ThriftyError("--isolation sandbox: the ray executor cannot sandbox its "
