@@ -9,6 +9,7 @@ read its HOME, its environment or the state folder by absolute path would find t
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -166,6 +167,19 @@ def test_one_users_job_cannot_read_anothers_logs_or_checkpoints(cluster: Cluster
     assert checkpoint.read_text() == "checkpoint secret 0815\n"
 
 
+def test_a_checkpoint_dir_over_the_state_folder_is_refused(cluster: Cluster) -> None:
+    """A spec's checkpoint folder is mounted writable: one holding the state folder would bring
+    the token back into view, so the launch fails and says why."""
+    http = cluster.user("sly")
+    spec = {**shell("sly", 'cat "$THRIFTY_CHECKPOINT_DIR/.thrifty/token"'),
+            "working_dir": str(cluster.work), "checkpoint_dir": str(cluster.home.parent)}
+    job_id = http.post("/jobs", json=spec).json()["id"]
+    row = wait_for_state(cluster.served.store, job_id, TERMINAL_STATES, 60)
+    logs = http.get(f"/jobs/{job_id}/logs").json()
+    assert cluster.admin not in str(logs)
+    assert row.state == "failed" and "checkpoint_dir" in row.message, row.message
+
+
 def test_adaptive_training_grows_reports_and_checkpoints_in_the_sandbox(
     cluster: Cluster,
 ) -> None:
@@ -203,6 +217,50 @@ def test_adaptive_training_grows_reports_and_checkpoints_in_the_sandbox(
     assert row.report is not None and row.report["epoch"] == stopped_at
 
 
+def test_a_stop_ends_the_whole_sandbox(cluster: Cluster) -> None:
+    """A job that ignores SIGTERM is killed after the grace, its sandbox (bwrap) with it."""
+    http = cluster.user("stubborn")
+    answer = http.post("/jobs", json={"working_dir": str(cluster.work), **shell(
+        "stubborn", "trap '' TERM; echo ready; while true; do sleep 0.05; done")})
+    job_id = answer.json()["id"]
+    wait_for_state(cluster.served.store, job_id, ("running",), 30)
+    logs = cluster.home / "jobs" / job_id / "logs" / "attempt-1-rank-0.log"
+    wait_until(lambda: logs.is_file() and "ready" in logs.read_text(), "the job ready", 30)
+
+    def recorded() -> dict[str, Any]:  # the handle is recorded just after the launch returns
+        with cluster.served.store.session() as s:
+            found = cluster.served.plane.scheduler._open_attempt(s, job_id).handle
+        return found if found.get("pids") else {}
+
+    handle = wait_until(recorded, "the replica's handle on record", 30)
+    cluster.served.executor.stop([handle], grace_s=0.5)
+    assert not cluster.served.executor.poll(handle).running
+    group = handle["pids"][0]
+
+    def gone() -> bool:  # killed processes the machine's init has not reaped yet count as gone
+        return not [p for p in os.listdir("/proc") if p.isdigit() and pgid(p) == group
+                    and state(p) not in ("Z", None)]
+
+    wait_until(gone, "no process of the sandbox left", 10)
+
+
+def _stat(pid: str) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return []
+
+
+def pgid(pid: str) -> int | None:
+    fields = _stat(pid)
+    return int(fields[2]) if fields else None
+
+
+def state(pid: str) -> str | None:
+    fields = _stat(pid)
+    return fields[0] if fields else None
+
+
 def test_without_bwrap_the_server_refuses_unless_none_is_chosen(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -232,3 +290,25 @@ def test_without_bwrap_the_server_refuses_unless_none_is_chosen(
         assert "leaked []" in log
     finally:
         none.close()
+
+
+def test_a_ray_replica_gets_the_scrubbed_environment_and_a_home_of_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The keeper a Ray node runs (here without Ray: the same class, the same process start)."""
+    from thrifty.cluster.ray_keeper import PYTHON, Keeper
+
+    for name in ("THRIFTY_TOKEN", "THRIFTY_DB_URL", "THRIFTY_HOME", "CLOUD_SECRET"):
+        monkeypatch.setenv(name, "leak-me")
+    log = tmp_path / "jobs" / "rayjob" / "logs" / "attempt-1-rank-0.log"
+    code = "import json, os; print(json.dumps(dict(os.environ)))"
+    keeper = Keeper()
+    assert keeper.start([PYTHON, "-c", code], str(tmp_path),
+                        {"THRIFTY_JOB_ID": "rayjob", "MY_SETTING": "kept"}, str(log)) > 0
+    wait_until(lambda: keeper.status() is not None, "the replica to end", 30)
+    assert keeper.status() == 0
+    seen = json.loads(log.read_text().strip().splitlines()[-1])
+    assert "leak-me" not in seen.values()
+    assert seen["THRIFTY_JOB_ID"] == "rayjob" and seen["MY_SETTING"] == "kept"
+    assert seen["HOME"] == str(tmp_path / "jobs" / "rayjob" / "home")
+    assert seen["PATH"] == os.environ["PATH"]

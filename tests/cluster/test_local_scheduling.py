@@ -106,8 +106,12 @@ def test_cancel_stops_the_replicas(plane: ControlPlane) -> None:
     job = plane.submit(spec("sleepy", mode="rigid",
                             entrypoint={"command": ["sleep", "300"]}))
     wait_for_state(plane.store, job.id, ("running",), 30)
-    with plane.store.session() as s:
-        pid = plane.scheduler._open_attempt(s, job.id).handle["pids"][0]
+
+    def pids() -> list[int]:  # the handle is recorded just after the job is marked running
+        with plane.store.session() as s:
+            return plane.scheduler._open_attempt(s, job.id).handle.get("pids", [])
+
+    pid = wait_until(pids, "the replica's handle on record", 30)[0]
     plane.cancel(job.id)
     assert wait_for_state(plane.store, job.id, TERMINAL_STATES, 30).state == "cancelled"
     time.sleep(0.2)

@@ -142,12 +142,19 @@ class Sandbox:
         hidden = [Path(h).resolve() for h in hidden]
         workdir, job_dir = workdir.resolve(), job_dir.resolve()
         writable = [Path(w).resolve() for w in writable]
-        for label, path in (("working_dir", workdir),
-                            *(("checkpoint_dir", w) for w in writable)):
-            if any(_inside(path, h) for h in hidden) and not _inside(path, job_dir):
-                raise ThriftyError(f"{label} {path} lies in the server's state folder, which "
-                                   "jobs cannot see; choose a folder of your own")
+        if any(_inside(workdir, h) for h in hidden) and not _inside(workdir, job_dir):
+            raise ThriftyError(f"working_dir {workdir} lies in the server's state folder, which "
+                               "jobs cannot see; choose a folder of your own")
         shown = [p for p in python_paths(env) if not any(_inside(p, h) for h in hidden)]
+        # A checkpoint folder of the spec's choosing is mounted writable: never over the system,
+        # the Python installation or the server's state (it could then rewrite or read them).
+        guarded = [*hidden, *shown, *(Path(n) for n in _SYSTEM)]
+        writable = [w for w in writable if not _inside(w, job_dir)]
+        for path in writable:
+            clash = next((g for g in guarded if _inside(path, g) or _inside(g, path)), None)
+            if clash is not None:
+                raise ThriftyError(f"checkpoint_dir {path} overlaps {clash}, which a job may not "
+                                   "write; choose a folder of your own")
         ops = system_ops()
         ops += [(str(f), ("--ro-bind", "/dev/null", str(f))) for f in self.hidden_files]
         ops += [(str(d), ("--tmpfs", str(d))) for d in self.hidden_folders]
@@ -156,8 +163,7 @@ class Sandbox:
         sources = [Path(p) for p, _ in ops]
         ops += [(str(h), ("--tmpfs", str(h))) for h in hidden
                 if any(_inside(h, s) for s in sources)]
-        ops += [(str(w), ("--bind", str(w), str(w)))
-                for w in (job_dir, *(w for w in writable if not _inside(w, job_dir)))]
+        ops += [(str(w), ("--bind", str(w), str(w))) for w in (job_dir, *writable)]
         logs = job_dir / "logs"  # the exit files the wrapper writes: the job may not forge them
         if logs.is_dir():
             ops.append((str(logs), ("--ro-bind", str(logs), str(logs))))
