@@ -23,10 +23,11 @@ PY = sys.executable
 
 class Server:
     """`thrifty server` as a child process on its own port and home. `env` is what the process
-    (and so every replica it launches) gets; change it before `start` to run it otherwise."""
+    gets (its replicas the allow-listed part); change it before `start` to run it otherwise.
+    `isolation`: its `--isolation`."""
 
-    def __init__(self, home: Path) -> None:
-        self.home, self.port = home, free_port()
+    def __init__(self, home: Path, isolation: str = "sandbox") -> None:
+        self.home, self.port, self.isolation = home, free_port(), isolation
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
         self.env = {k: v for k, v in os.environ.items()
@@ -39,7 +40,7 @@ class Server:
         log = (self.home / f"server-{self.starts}.log").open("wb")
         self.proc = subprocess.Popen(
             [PY, "-m", "thrifty.cli", "server", "--port", str(self.port), "--slots", "2",
-             "--interval", "0.5", "--log-level", "warning"],
+             "--interval", "0.5", "--isolation", self.isolation, "--log-level", "warning"],
             env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )

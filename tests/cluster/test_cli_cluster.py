@@ -30,8 +30,9 @@ class Served:
     def __init__(self, home: Path) -> None:
         self.home = home
         self.store = Store(f"sqlite:///{home / 'thrifty.db'}")
-        self.plane = ControlPlane(self.store, LocalExecutor(slots=2), "thrifty", interval_s=0.2,
-                                  home=home, stop_grace_s=5.0)
+        # The projects its jobs run lie in the home folder, which a sandbox hides.
+        self.plane = ControlPlane(self.store, LocalExecutor(slots=2, isolation="none"), "thrifty",
+                                  interval_s=0.2, home=home, stop_grace_s=5.0)
         (home / "token").write_text(self.store.add_user("admin", admin=True) + "\n")
         self.api = ApiServer(create_app(self.plane))
         self.url = self.api.url

@@ -53,8 +53,10 @@ def test_a_team_over_budget_is_stopped_at_the_cap_and_others_go_on(tmp_path: Pat
                        f"[teams.vision]\nusd_per_month = {CAP_USD}\n")
     tariff, book = live_tariff(sheet, "300"), load_budgets(budgets)
     store = Store(f"sqlite:///{tmp_path / 'thrifty.db'}")
-    plane = ControlPlane(store, LocalExecutor(slots=2), "thrifty", interval_s=INTERVAL_S,
-                         home=tmp_path, stop_grace_s=10.0, tariff=tariff, budgets=book)
+    # Its jobs write their files beside the home, outside any sandbox.
+    plane = ControlPlane(store, LocalExecutor(slots=2, isolation="none"), "thrifty",
+                         interval_s=INTERVAL_S, home=tmp_path, stop_grace_s=10.0, tariff=tariff,
+                         budgets=book)
     plane.start()
     try:
         capped = plane.submit(validate_spec(

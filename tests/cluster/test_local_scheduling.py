@@ -26,13 +26,19 @@ from thrifty.cluster.store import Store
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
+def executor(slots: int) -> LocalExecutor:
+    """The jobs here wait for files the tests create beside the home, which a sandbox hides
+    (tests/cluster/test_isolation.py runs jobs in one): they run with isolation `none`."""
+    return LocalExecutor(slots=slots, isolation="none")
+
+
 def spec(name: str, **fields: object) -> object:
     return validate_spec({"name": name, "working_dir": str(EXAMPLES), **fields})
 
 
 @pytest.fixture
 def plane(tmp_path: Path) -> Iterator[ControlPlane]:
-    cp = ControlPlane(Store(f"sqlite:///{tmp_path / 'db'}"), LocalExecutor(slots=2), "thrifty",
+    cp = ControlPlane(Store(f"sqlite:///{tmp_path / 'db'}"), executor(2), "thrifty",
                       interval_s=1.0, home=tmp_path, stop_grace_s=20.0, retry_backoff_s=0.2,
                       restart_s=1.0)
     cp.start()
@@ -100,8 +106,12 @@ def test_cancel_stops_the_replicas(plane: ControlPlane) -> None:
     job = plane.submit(spec("sleepy", mode="rigid",
                             entrypoint={"command": ["sleep", "300"]}))
     wait_for_state(plane.store, job.id, ("running",), 30)
-    with plane.store.session() as s:
-        pid = plane.scheduler._open_attempt(s, job.id).handle["pids"][0]
+
+    def pids() -> list[int]:  # the handle is recorded just after the job is marked running
+        with plane.store.session() as s:
+            return plane.scheduler._open_attempt(s, job.id).handle.get("pids", [])
+
+    pid = wait_until(pids, "the replica's handle on record", 30)[0]
     plane.cancel(job.id)
     assert wait_for_state(plane.store, job.id, TERMINAL_STATES, 30).state == "cancelled"
     time.sleep(0.2)
@@ -110,7 +120,7 @@ def test_cancel_stops_the_replicas(plane: ControlPlane) -> None:
 
 
 def test_quota_and_non_preemptible_rigid_jobs(tmp_path: Path) -> None:
-    cp = ControlPlane(Store(f"sqlite:///{tmp_path / 'db'}"), LocalExecutor(slots=2), "thrifty",
+    cp = ControlPlane(Store(f"sqlite:///{tmp_path / 'db'}"), executor(2), "thrifty",
                       interval_s=0.5, home=tmp_path, quotas={"small": {"cpu": 1}})
     try:
         flag = tmp_path / "flag"
@@ -132,7 +142,7 @@ def test_quota_and_non_preemptible_rigid_jobs(tmp_path: Path) -> None:
 
 def test_a_restarted_control_plane_adopts_running_replicas(tmp_path: Path) -> None:
     def make() -> ControlPlane:
-        return ControlPlane(Store(f"sqlite:///{tmp_path / 'db'}"), LocalExecutor(slots=1),
+        return ControlPlane(Store(f"sqlite:///{tmp_path / 'db'}"), executor(1),
                             "thrifty", interval_s=0.5, home=tmp_path)
 
     first = make()

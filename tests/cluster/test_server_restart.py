@@ -31,7 +31,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
-    srv = Server(tmp_path)
+    srv = Server(tmp_path, isolation="none")  # its jobs wait for files in the home
     srv.start()
     yield srv
     srv.close()

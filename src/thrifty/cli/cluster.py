@@ -111,6 +111,10 @@ def server_command(
     budgets: Annotated[Path | None, typer.Option(
         help="Budget file (TOML): caps per team and user that the scheduling loop enforces.",
         show_default=False)] = None,
+    isolation: Annotated[str | None, typer.Option(
+        help="--executor local: sandbox (each job in a bubblewrap sandbox that sees only its own "
+             "folder; the default) or none (jobs can read what the server's OS user can).",
+        show_default=False)] = None,
     log_level: Annotated[str, typer.Option(help="debug, info, warning or error.")] = "info",
 ) -> None:
     """Run the control plane: the scheduling loop and the REST API (docs at /docs)."""
@@ -128,7 +132,8 @@ def server_command(
         try:
             served = cleanup.enter_context(open_server(
                 Settings.load(), host, port, executor, policy, interval, slots=slots,
-                ray_address=ray_address, db=db, prices=prices, carbon=carbon, budgets=budgets))
+                ray_address=ray_address, db=db, prices=prices, carbon=carbon, budgets=budgets,
+                isolation=isolation))
         except ThriftyError as err:
             _fail(err, EXIT_BAD_INPUT)
         except Exception as err:  # e.g. a Ray cluster that does not answer: one line, no trace

@@ -4,6 +4,8 @@ Its GPUs if it has any (one replica per GPU, pinned with CUDA_VISIBLE_DEVICES), 
 slots (one replica per slot, one PyTorch thread each). Replicas are processes with the
 torch.distributed environment set, as torchrun would set it, started through
 `thrifty.cluster.replica` so that they outlive a crashed control plane and can be adopted again.
+Each runs with a scrubbed environment and a HOME of its own, inside a bubblewrap sandbox unless
+isolation `none` was chosen (see `thrifty.cluster.sandbox`).
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from thrifty.cluster.executor import LOST, AnyHandle, AttemptStatus, Handle, Launch
 from thrifty.cluster.ray_keeper import free_port
+from thrifty.cluster.sandbox import check_isolation, job_environment, job_home
 from thrifty.contract import Env
 from thrifty.errors import ThriftyError
 from thrifty.policy.base import NodeView
@@ -77,13 +80,20 @@ def read_report(path: str | None) -> dict[str, Any] | None:
 
 class LocalExecutor:
     """Runs replicas as local processes. `slots` caps CPU replicas (default: one per core);
-    `gpu_kind` names this machine's GPUs (Settings.gpu_kind; default `gpu`)."""
+    `gpu_kind` names this machine's GPUs (Settings.gpu_kind; default `gpu`). `isolation`:
+    `sandbox` (bubblewrap; a ThriftyError when it cannot be had) or `none`, chosen explicitly.
+    `state_dirs`: the server's state folders, hidden from jobs (the folder above a launch's
+    `jobs/` folder always is)."""
 
     name = "local"
     shares_filesystem = True
 
     def __init__(self, slots: int | None = None, gpu_kind: str | None = None,
-                 node_name: str = "local") -> None:
+                 node_name: str = "local", isolation: str = "sandbox",
+                 state_dirs: Sequence[Path] = ()) -> None:
+        self.sandbox = check_isolation(isolation)
+        self.isolation = isolation
+        self.state_dirs = tuple(state_dirs)
         gpus = count_gpus()
         self.kind = "cpu" if gpus == 0 else (gpu_kind or "gpu")
         self.capacity = gpus or slots or os.cpu_count() or 1
@@ -113,7 +123,6 @@ class LocalExecutor:
         workdir = Path(launch.spec.working_dir)
         port = free_port()
         key = f"{launch.job_id}/{launch.attempt}"
-        devices = self._devices(key, replicas) if self.kind != "cpu" else []
         report = launch.log_dir.parent / "report.json"
         pids: list[int] = []
         starts: list[int | None] = []
@@ -123,8 +132,13 @@ class LocalExecutor:
             return LocalHandle(key, tuple(pids), tuple(starts), tuple(exit_files),
                                tuple(devices), str(report))
 
-        base = {**os.environ, **launch.spec.env, **launch.env, Env.REPORT: str(report),
-                Env.ALLOCATION: launch.allocation.to_json()}
+        job_dir = launch.log_dir.parent
+        base = job_environment(os.environ, {
+            **launch.spec.env, **launch.env, Env.REPORT: str(report),
+            Env.ALLOCATION: launch.allocation.to_json(), "HOME": str(job_home(job_dir)),
+        })
+        argv = self._confined(launch, base)
+        devices = self._devices(key, replicas) if self.kind != "cpu" else []
         for rank in range(replicas):
             env = {
                 **base,
@@ -138,7 +152,7 @@ class LocalExecutor:
             exit_file = launch.log_dir / f".attempt-{launch.attempt}-rank-{rank}.exit"
             exit_file.unlink(missing_ok=True)
             command = [sys.executable, "-m", "thrifty.cluster.replica", str(exit_file), "--",
-                       *launch.spec.entrypoint.argv(sys.executable)]
+                       *argv]
             with open(launch.log_path(rank), "ab") as log:
                 try:
                     proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=log,
@@ -154,6 +168,19 @@ class LocalExecutor:
             starts.append(_start_time(proc.pid))
             exit_files.append(str(exit_file))
         return handle()
+
+    def _confined(self, launch: Launch, env: Mapping[str, str]) -> list[str]:
+        """The replica's command line, in its sandbox when there is one."""
+        argv = launch.spec.entrypoint.argv(sys.executable)
+        if self.sandbox is None:
+            return argv
+        job_dir = launch.log_dir.parent
+        checkpoints = Path(env.get(Env.CHECKPOINT_DIR) or job_dir)
+        # The scheduler's layout: HOME/jobs/JOB_ID/logs, so the job folder's grandparent is the
+        # state folder (database, token, every job).
+        hidden = (*self.state_dirs, job_dir.parent.parent)
+        return self.sandbox.wrap(argv, workdir=Path(launch.spec.working_dir), job_dir=job_dir,
+                                 writable=[checkpoints], hidden=hidden, env=env)
 
     def _exit_code(self, handle: LocalHandle, rank: int) -> int | None:
         pid, start = handle.pids[rank], handle.starts[rank]

@@ -84,6 +84,7 @@ class RayExecutor:
 
     name = "ray"
     shares_filesystem = False
+    isolation = "environment"  # replicas get a scrubbed environment, never a sandbox
 
     def __init__(
         self,

@@ -19,8 +19,25 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+# Taken from the environment a replica's launcher runs in (the server's, a Ray worker's) for the
+# replica; everything else (THRIFTY_TOKEN, THRIFTY_DB_URL, THRIFTY_HOME, cloud credentials, ...)
+# stays behind. PYTHONPATH, LD_LIBRARY_PATH and CUDA_VISIBLE_DEVICES say where code and GPUs are,
+# never a secret.
+PASSED_ENV = ("PATH", "LANG", "LANGUAGE", "TZ", "PYTHONPATH", "LD_LIBRARY_PATH",
+              "CUDA_VISIBLE_DEVICES")
+
+
+def job_environment(launcher_env: Mapping[str, str], job_env: Mapping[str, str]) -> dict[str, str]:
+    """A replica's environment: the allow-listed part of its launcher's, then `job_env` (the
+    spec's `env`, the launcher's and thrifty's variables for this attempt, its HOME)."""
+    passed = {k: v for k, v in launcher_env.items()
+              if (k in PASSED_ENV or k.startswith("LC_")) and not k.startswith("THRIFTY_")}
+    return {**passed, **job_env}
+
 
 PYTHON = "{python}"  # in a replica's command: the Python that Ray runs on the replica's node
 
@@ -107,17 +124,21 @@ class Keeper:
         return info
 
     def start(self, argv: list[str], cwd: str, env: dict[str, str], log_path: str) -> int:
-        """Start the command (in a process group of its own) with this node's environment and
-        `env` over it; returns its pid, 0 if it could not start (status() then says 127)."""
+        """Start the command (in a process group of its own) with the allow-listed part of this
+        node's environment, `env` over it and a HOME of its own beside its logs; returns its
+        pid, 0 if it could not start (status() then says 127)."""
         if self.proc is not None or self.code is not None:
             return self.proc.pid if self.proc else 0
         path = Path(log_path)
         path.parent.mkdir(parents=True, exist_ok=True)
+        home = path.parent.parent / "home"
+        home.mkdir(exist_ok=True)
+        env = job_environment(os.environ, {**env, "HOME": str(home)})
         argv = [sys.executable if part == PYTHON else part for part in argv]
         command = [sys.executable, "-c", _SHIM, str(os.getpid()), *argv]
         with open(path, "ab") as out:
             try:
-                self.proc = subprocess.Popen(command, cwd=cwd, env={**os.environ, **env},
+                self.proc = subprocess.Popen(command, cwd=cwd, env=env,
                                              stdout=out,
                                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                              process_group=0)

@@ -8,8 +8,10 @@ after an upgrade of thrifty.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import secrets
 import time
 import uuid
@@ -113,6 +115,15 @@ def new_job_id(name: str) -> str:
     return f"{name[:24].lower()}-{uuid.uuid4().hex[:10]}"
 
 
+def _private_file(database: str | None) -> None:
+    """Create a new SQLite file readable by its owner only (its journal and WAL files take the
+    same mode): it holds every user's token hash and job."""
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(database, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 class Store:
     """Sessions on one database, plus the few queries several parts share."""
 
@@ -130,6 +141,7 @@ class Store:
             )
             if sqlite:
                 event.listen(self.engine, "connect", _sqlite_pragmas)
+                _private_file(self.engine.url.database)
             migrate(self.engine)
         except Exception as err:
             raise ThriftyError(

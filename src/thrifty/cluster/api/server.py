@@ -108,6 +108,22 @@ def lock_home(home: Path) -> IO[str]:
     return handle
 
 
+def secure_home(home: Path) -> None:
+    """The server's state folder and its secrets readable by the server's OS user alone: made
+    so, and an older home that is looser tightened (and said so in the log)."""
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    wanted = [(home, 0o700)] + [(home / name, 0o600) for name in
+                                ("token", "thrifty.db", "thrifty.db-wal", "thrifty.db-shm")]
+    for path, mode in wanted:
+        try:
+            now = path.stat().st_mode & 0o777
+        except FileNotFoundError:
+            continue
+        if now & 0o077:
+            path.chmod(mode)
+            log.warning("%s was readable by other OS users (mode %o); now %o", path, now, mode)
+
+
 def write_token(path: Path, token: str) -> None:
     """Readable by its owner only, from the moment it exists."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,16 +134,23 @@ def write_token(path: Path, token: str) -> None:
 
 
 def make_executor(kind: str, settings: Settings, slots: int | None = None,
-                  ray_address: str | None = None) -> Executor:
-    """The executor `--executor` names: `local` (this machine) or `ray` (a Ray cluster at
-    `ray_address`, else Ray's own RAY_ADDRESS)."""
+                  ray_address: str | None = None, isolation: str | None = None) -> Executor:
+    """The executor `--executor` names: `local` (this machine, its jobs isolated as
+    `isolation` says, default `sandbox`) or `ray` (a Ray cluster at `ray_address`, else Ray's
+    own RAY_ADDRESS; its replicas get a scrubbed environment, never a sandbox)."""
     if kind == "local":
+        isolation = isolation or "sandbox"
         from thrifty.cluster.local import LocalExecutor
 
         if slots is not None and slots < 1:
             raise ThriftyError(f"--slots must be at least 1, got {slots}")
-        return LocalExecutor(slots=slots, gpu_kind=settings.gpu_kind)
+        return LocalExecutor(slots=slots, gpu_kind=settings.gpu_kind, isolation=isolation,
+                             state_dirs=[settings.home])
     if kind == "ray":
+        if isolation == "sandbox":
+            raise ThriftyError("--isolation sandbox: the ray executor cannot sandbox its "
+                               "replicas (it isolates them by environment only); use "
+                               "--executor local, or leave --isolation out")
         try:
             from thrifty.cluster.ray_executor import RayExecutor
         except ImportError as err:
@@ -179,7 +202,8 @@ class ServedPlane:
 def open_server(settings: Settings, host: str, port: int, executor: str, policy: str,
                 interval_s: float, slots: int | None = None, ray_address: str | None = None,
                 db: str | None = None, prices: Path | None = None, carbon: str | None = None,
-                budgets: Path | None = None) -> Iterator[ServedPlane]:
+                budgets: Path | None = None,
+                isolation: str | None = None) -> Iterator[ServedPlane]:
     """Everything `thrifty server` holds, opened in order and closed in reverse (on errors
     too). A bad option raises ThriftyError before anything is served."""
     from thrifty.accounting.budgets import load_budgets
@@ -190,7 +214,7 @@ def open_server(settings: Settings, host: str, port: int, executor: str, policy:
         if interval_s <= 0:
             raise ThriftyError(f"--interval must be positive, got {interval_s}")
         home = settings.home
-        home.mkdir(parents=True, exist_ok=True)
+        secure_home(home)
         cleanup.callback(lock_home(home).close)
         store = Store(db or settings.database_url())
         cleanup.callback(store.close)
@@ -199,7 +223,7 @@ def open_server(settings: Settings, host: str, port: int, executor: str, policy:
         book = None if budgets is None else load_budgets(budgets)
         sock = bind(host, port)
         cleanup.callback(sock.close)
-        runner = make_executor(executor, settings, slots, ray_address)
+        runner = make_executor(executor, settings, slots, ray_address, isolation)
         created = None
         if store.count_users() == 0:
             created = settings.token_file
@@ -214,7 +238,20 @@ def describe(served: ServedPlane, policy: str, interval_s: float) -> str:
                          for n in served.executor.nodes())
     return (f"thrifty server on [bold]{served.url}[/] (API docs at {served.url}/docs): "
             f"{served.executor.name} executor ({capacity}), policy {policy}, a round every "
-            f"{interval_s:g} s; store {served.store.url}")
+            f"{interval_s:g} s; store {served.store.url}; jobs isolated: "
+            f"{isolation_note(served.executor)}")
+
+
+def isolation_note(executor: Executor) -> str:
+    """What keeps one job from reading the server's state and other jobs, in a few words."""
+    isolation = getattr(executor, "isolation", None)
+    if isolation == "sandbox":
+        return "sandbox (bubblewrap: own folder only, scrubbed environment)"
+    if isolation == "none":
+        return ("none (--isolation none: a scrubbed environment and own HOME only; jobs can "
+                "read what the server's OS user can)")
+    return ("by environment only (a scrubbed environment and own HOME; replicas run as the "
+            "Ray node's OS user and can read what it can)")
 
 
 def unpriced_nodes(served: ServedPlane) -> list[str]:
@@ -223,5 +260,16 @@ def unpriced_nodes(served: ServedPlane) -> list[str]:
     return unpriced(served.plane.tariff, served.executor.nodes())
 
 
-__all__ = ["ApiServer", "ServedPlane", "bind", "describe", "lock_home", "make_executor",
-           "open_server", "unpriced_nodes", "write_token"]
+__all__ = [
+    "ApiServer",
+    "ServedPlane",
+    "bind",
+    "describe",
+    "isolation_note",
+    "lock_home",
+    "make_executor",
+    "open_server",
+    "secure_home",
+    "unpriced_nodes",
+    "write_token",
+]
