@@ -280,6 +280,7 @@ def advise_command(
             raise ThriftyError("give exactly one of --profile APP or --model MODEL.json")
         if max_gpus < 1:
             raise ThriftyError(f"--max-gpus must be at least 1, got {max_gpus}")
+        check_folder(json_path, "--json")
         root = resolve_data(data)
         if prices is not None:
             offers = load_price_sheet(prices).cloud

@@ -67,6 +67,15 @@ def resolve_data(data: Path | None, settings: Settings | None = None) -> Path:
 
 
 def check_folder(path: Path | None, flag: str) -> None:
-    """An output file's folder must exist before a long run, not after it."""
-    if path is not None and not path.parent.is_dir():
-        raise ThriftyError(f"{path}: {flag} folder {path.parent} does not exist")
+    """An output file's folder, created when missing (as `--json results/x.json` in a fresh
+    checkout expects), before a long run rather than after it; one that cannot be created is
+    reported now, naming the flag."""
+    if path is None or path.parent.is_dir():
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ThriftyError(
+            f"{path}: cannot create the {flag} folder {path.parent} ({err.strerror or err}); "
+            "choose a path in a folder you can write"
+        ) from None

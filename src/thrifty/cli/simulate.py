@@ -161,6 +161,7 @@ def simulate(
         check_workers(workers)
         check_folder(json_path, "--json")
         check_folder(ledger, "--ledger")
+        check_folder(plot, "--plot")
         if baseline is not None:
             check_policy(baseline, seed)
         if plot is not None:

@@ -1,0 +1,60 @@
+"""What a newcomer trips over first: output folders, help texts, piped and narrow tables, the
+advisor's deadline, the queue, small amounts, the spec's fields and the solver's chatter."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from thrifty.cli import app
+
+WORKLOAD = ("name,time,application,num_replicas,batch_size,user,team\n"
+            "a,0,cifar10,2,256,ann,vision\nb,300,ncf,1,32768,bo,nlp\n")
+
+
+def invoke(*args: object, **kwargs: object) -> tuple[int, str, str]:
+    result = CliRunner().invoke(app, [str(a) for a in args], **kwargs)  # type: ignore[arg-type]
+    return result.exit_code, result.stdout, result.stderr
+
+
+# ---- output files in folders that do not exist yet -------------------------------------------
+
+
+def test_every_output_flag_creates_its_folder(tmp_path: Path, data_root: Path) -> None:
+    workload = tmp_path / "w.csv"
+    workload.write_text(WORKLOAD)
+    out = tmp_path / "results"
+    code, _, err = invoke("simulate", workload, "-c", "pollux64", "-p", "fifo", "--workers", "1",
+                          "--json", out / "a" / "runs.json", "--ledger", out / "b" / "l.json",
+                          "--plot", out / "c" / "runs.png", "--data", data_root)
+    assert code == 0, err
+    assert json.loads((out / "a" / "runs.json").read_text())["runs"]
+    assert (out / "c" / "runs.png").stat().st_size > 1000
+    ledger = out / "b" / "l.json"
+    code, _, err = invoke("report", ledger, "--csv", out / "d" / "r.csv", "--json",
+                          out / "e" / "r.json", "--plot", out / "f" / "spend.png")
+    assert code == 0, err
+    for made in ("d/r.csv", "e/r.json", "f/spend.png"):
+        assert (out / made).stat().st_size > 0, made
+    code, _, err = invoke("advise", "--profile", "ncf", "--json", out / "g" / "advice.json",
+                          "--data", data_root)
+    assert code == 0, err
+    assert json.loads((out / "g" / "advice.json").read_text())["options"]
+    code, _, err = invoke("workload", "generate", workload, "-c", "pollux64", "--jobs", "5",
+                          "--cluster-out", out / "h" / "c.toml", "--workload-out",
+                          out / "i" / "w.csv", "--data", data_root)
+    assert code == 0, err
+    assert (out / "h" / "c.toml").is_file() and (out / "i" / "w.csv").is_file()
+
+
+def test_an_output_folder_that_cannot_be_made_fails_before_running(
+    tmp_path: Path, data_root: Path
+) -> None:
+    workload = tmp_path / "w.csv"
+    workload.write_text(WORKLOAD)
+    code, out, err = invoke("simulate", workload, "-c", "pollux64", "-p", "fifo",
+                            "--json", workload / "runs.json", "--data", data_root)
+    assert code == 2 and out == ""
+    assert "--json" in err and "cannot create" in err and len(err.strip().splitlines()) == 1
