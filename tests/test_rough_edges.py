@@ -58,3 +58,33 @@ def test_an_output_folder_that_cannot_be_made_fails_before_running(
                             "--json", workload / "runs.json", "--data", data_root)
     assert code == 2 and out == ""
     assert "--json" in err and "cannot create" in err and len(err.strip().splitlines()) == 1
+
+
+# ---- help texts ------------------------------------------------------------------------------
+
+
+def _commands() -> list[tuple[str, ...]]:
+    """The path of every command and group, from the click tree typer builds."""
+    import typer
+
+    paths: list[tuple[str, ...]] = []
+
+    def walk(command: object, path: tuple[str, ...]) -> None:
+        paths.append(path)
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, (*path, name))
+
+    walk(typer.main.get_command(app), ())
+    return paths
+
+
+def test_help_shows_square_brackets_and_no_metavar_on_flags() -> None:
+    wide = {"COLUMNS": "250", "TERMINAL_WIDTH": "250"}
+    paths = _commands()
+    assert ("simulate",) in paths and ("workload", "generate") in paths
+    for path in paths:
+        code, out, err = invoke(*path, "--help", env=wide)
+        assert code == 0, (path, err)
+        assert "<bool>" not in out, path
+    assert "[autoscale] table" in invoke("simulate", "--help", env=wide)[1]
+    assert "[[cloud]] offers" in invoke("advise", "--help", env=wide)[1]

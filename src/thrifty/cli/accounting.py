@@ -254,7 +254,7 @@ def advise_command(
         help="Cloud catalogue CSV (default: prices/cloud-gpu-prices.csv in the data folder).",
         show_default=False)] = None,
     prices: Annotated[Path | None, typer.Option(
-        help="A price sheet TOML whose [[cloud]] offers (or catalogue) to use instead.",
+        help="A price sheet TOML whose \\[\\[cloud]] offers (or catalogue) to use instead.",
         show_default=False)] = None,
     deadline: Annotated[float | None, typer.Option(help="Hours the job must finish within.",
                                                    show_default=False)] = None,

@@ -150,7 +150,7 @@ def simulate(
     autoscale: Annotated[
         bool,
         typer.Option(help="Rent the cluster's nodes from a cloud as the jobs' goodput makes them "
-                     "worth it (the cluster file's [autoscale] table, else the defaults), "
+                     "worth it (the cluster file's \\[autoscale] table, else the defaults), "
                      "instead of holding them all; node-h and held USD show the bill."),
     ] = False,
     workers: Annotated[int | None, workers_option()] = None,
