@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-
 from typer.core import TyperCommand, TyperGroup
 
 from thrifty.contract import Env
