@@ -4,6 +4,9 @@ advisor's deadline, the queue, small amounts, the spec's fields and the solver's
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -88,3 +91,37 @@ def test_help_shows_square_brackets_and_no_metavar_on_flags() -> None:
         assert "<bool>" not in out, path
     assert "[autoscale] table" in invoke("simulate", "--help", env=wide)[1]
     assert "[[cloud]] offers" in invoke("advise", "--help", env=wide)[1]
+
+
+# ---- the solver's debug prints ---------------------------------------------------------------
+
+
+def test_a_simulation_prints_none_of_highs_debug_lines(data_root: Path) -> None:
+    """Pollux workload 1 under thrifty's policy: HiGHS printed two such lines before."""
+    done = subprocess.run(
+        [sys.executable, "-m", "thrifty.cli", "simulate",
+         str(data_root / "pollux" / "workloads" / "workload-1.csv"), "-c", "pollux64",
+         "-p", "thrifty", "--workers", "1", "--data", str(data_root)],
+        capture_output=True, text=True, timeout=600, check=False,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "thrifty" in done.stdout and "160/160" in done.stderr + done.stdout
+    for stream in (done.stdout, done.stderr):
+        assert "Highs" not in stream and "tmpSolver" not in stream
+
+
+def test_quiet_solver_passes_on_everything_but_highs_lines(tmp_path: Path) -> None:
+    """What other code writes to descriptor 1 during a solve still arrives, after it."""
+    script = (
+        "import os\n"
+        "from thrifty.policy.solver_output import quiet_solver\n"
+        "with quiet_solver():\n"
+        "    os.write(1, b'HighsMipSolverData::transformNewIntegerFeasibleSolution x\\n')\n"
+        "    print('kept line', flush=True)\n"
+        "print('after')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60, check=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+    assert done.stdout == "kept line\nafter\n"
