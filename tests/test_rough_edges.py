@@ -125,3 +125,29 @@ def test_quiet_solver_passes_on_everything_but_highs_lines(tmp_path: Path) -> No
                           timeout=60, check=True,
                           env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
     assert done.stdout == "kept line\nafter\n"
+
+
+# ---- small amounts ---------------------------------------------------------------------------
+
+
+def _render(table: object, width: int = 200) -> str:
+    from rich.console import Console
+
+    console = Console(width=width, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(table)
+    return console.export_text()
+
+
+def test_small_amounts_read_without_exponents() -> None:
+    from thrifty.accounting.ledger import ReportRow
+    from thrifty.cli.output import fmt_amount, fmt_metric
+    from thrifty.cli.tables import report_table
+
+    tiny = ReportRow(key="vision", jobs=1, gpu_hours_by_kind={"aws": 4.36e-07},
+                     gpu_hours=4.36e-07, usd=4.36e-07, kwh=1.2e-05, kgco2e=3e-06,
+                     restart_gpu_hours=0.0, idle_gpu_hours=0.004, queue_h=0.25)
+    text = _render(report_table([tiny], "team", "tiny"))
+    assert "e-0" not in text and "<0.01" in text and "0.25" in text
+    for fmt in (fmt_amount, fmt_metric):
+        assert fmt(4.36e-07) == "<0.01" and fmt(-2e-9) == ">-0.01"
+        assert "e" not in fmt(0.00999) and fmt(0) in ("0", "0.00")
