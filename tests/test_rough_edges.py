@@ -151,3 +151,30 @@ def test_small_amounts_read_without_exponents() -> None:
     for fmt in (fmt_amount, fmt_metric):
         assert fmt(4.36e-07) == "<0.01" and fmt(-2e-9) == ">-0.01"
         assert "e" not in fmt(0.00999) and fmt(0) in ("0", "0.00")
+
+
+# ---- the advisor's deadline ------------------------------------------------------------------
+
+
+def test_advise_marks_and_separates_options_that_miss_the_deadline(
+    tmp_path: Path, data_root: Path
+) -> None:
+    out_json = tmp_path / "advice.json"
+    code, out, err = invoke("advise", "--profile", "imagenet", "--deadline", "3", "--top", "3",
+                            "--cpu-slowdown", "30", "--json", out_json, "--data", data_root,
+                            env={"COLUMNS": "200"})
+    assert code == 0, err
+    options = json.loads(out_json.read_text())["options"]
+    verdicts = [o["meets_deadline"] for o in options]
+    assert verdicts == [o["hours"] <= 3 for o in options]
+    assert True in verdicts and False in verdicts
+    assert verdicts == sorted(verdicts, reverse=True)  # every option in time comes first
+    rows = [line for line in out.splitlines() if "×" in line and "│" in line]
+    marks = ["misses" in row for row in rows]
+    assert any(marks) and marks == sorted(marks)  # the missing rows shown come after the others
+    for row in rows:
+        hours = float(row.split("│")[2])
+        assert ("misses" in row) == (hours > 3), row
+    assert "miss the 3 h deadline" in out
+    code, out, err = invoke("advise", "--profile", "imagenet", "--data", data_root)
+    assert code == 0 and "misses" not in out

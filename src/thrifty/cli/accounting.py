@@ -29,7 +29,7 @@ from thrifty.cli.options import (
     resolve_data,
 )
 from thrifty.cli.output import fail, results_console
-from thrifty.cli.tables import RATIO_FIELDS, advice_table, report_table
+from thrifty.cli.tables import RATIO_FIELDS, advice_table, deadline_note, report_table
 from thrifty.cluster.client import DEFAULT_SERVER
 from thrifty.errors import ThriftyError
 from thrifty.sim.batch import Outcome
@@ -314,7 +314,10 @@ def advise_command(
     except ThriftyError as err:
         fail(err)
     out = results_console()
-    out.print(advice_table(advice, what, top))
+    out.print(advice_table(advice, what, top, deadline))
+    note = None if deadline is None else deadline_note(advice, deadline)
+    if note:
+        out.print(note)
     for reason in advice.reasons:
         out.print(f"• {reason}")
     for skipped in advice.skipped:
@@ -325,6 +328,7 @@ def advise_command(
                          "provider": o.offer.provider, "instances": o.instances, "spot": o.spot,
                          "gpus": o.gpus, "kind": o.kind, "hours": o.hours,
                          "usd_per_hour": o.usd_per_hour, "usd": o.usd, "pareto": o.pareto,
+                         "meets_deadline": o.meets_deadline,
                          "recommended": o is advice.recommended} for o in advice.options],
             "reasons": advice.reasons, "skipped": advice.skipped}, indent=2) + "\n")
 

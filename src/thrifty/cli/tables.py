@@ -161,19 +161,37 @@ def report_table(rows: Sequence[ReportRow], by: str, title: str) -> Table:
     return table
 
 
-def advice_table(advice: Advice, what: str, top: int) -> Table:
-    """`thrifty advise`: the first `top` options, the Pareto front and the recommendation."""
+def advice_table(advice: Advice, what: str, top: int, deadline_h: float | None = None) -> Table:
+    """`thrifty advise`: the first `top` options, the Pareto front and the recommendation; with
+    a deadline, the options that miss it come last, below a line, dim and marked."""
     table = Table(title=f"Options for {what}", header_style="bold")
-    for header in ("option", "hours", "USD/h", "USD", "Pareto", ""):
+    headers = ["option", "hours", "USD/h", "USD", "Pareto"]
+    if deadline_h is not None:
+        headers.append(f"in {deadline_h:g} h")
+    for header in (*headers, ""):
         table.add_column(header, justify="left" if header == "option" else "right")
     shown = [o for i, o in enumerate(advice.options)
              if i < top or o.pareto or o is advice.recommended]
-    for o in shown:
+    for i, o in enumerate(shown):
+        if o.misses_deadline and (i == 0 or not shown[i - 1].misses_deadline):
+            table.add_section()
         mark = "← recommended" if o is advice.recommended else ""
-        table.add_row(o.label, fmt_amount(o.hours), fmt_amount(o.usd_per_hour),
-                      fmt_amount(o.usd), "●" if o.pareto else "", mark,
-                      style="bold" if o is advice.recommended else None)
+        cells = [o.label, fmt_amount(o.hours), fmt_amount(o.usd_per_hour), fmt_amount(o.usd),
+                 "●" if o.pareto else ""]
+        if deadline_h is not None:
+            cells.append("misses" if o.misses_deadline else "yes")
+        style = "bold" if o is advice.recommended else "dim" if o.misses_deadline else None
+        table.add_row(*cells, mark, style=style)
     return table
+
+
+def deadline_note(advice: Advice, deadline_h: float) -> str | None:
+    """The line under the advice table that says how many options miss the deadline."""
+    missing = sum(o.misses_deadline for o in advice.options)
+    if not missing:
+        return None
+    return (f"{missing} of {len(advice.options)} options miss the {deadline_h:g} h deadline: "
+            "they are marked 'misses' and listed after those in time (--top shows more rows)")
 
 
 def generate_table(rows: Sequence[tuple[str, str, str]]) -> Table:
