@@ -178,3 +178,28 @@ def test_advise_marks_and_separates_options_that_miss_the_deadline(
     assert "miss the 3 h deadline" in out
     code, out, err = invoke("advise", "--profile", "imagenet", "--data", data_root)
     assert code == 0 and "misses" not in out
+
+
+# ---- the job spec in thrifty submit --help ---------------------------------------------------
+
+SPEC_FIELDS = (
+    "name", "entrypoint.script", "entrypoint.module", "entrypoint.command", "entrypoint.args",
+    "working_dir", "env", "resources.min_replicas", "resources.max_replicas",
+    "resources.gpu_kinds", "resources.cpu_only", "mode", "preemptible", "team", "priority",
+    "checkpoint_dir", "max_restarts", "batch_size", "deadline_s",
+)
+
+
+def test_submit_help_lists_every_spec_field_with_its_description() -> None:
+    from thrifty.cli.spec_help import spec_fields
+
+    fields = dict(spec_fields())
+    assert set(SPEC_FIELDS) <= set(fields)
+    code, out, err = invoke("submit", "--help", env={"COLUMNS": "250", "TERMINAL_WIDTH": "250"})
+    assert code == 0, err
+    lines = out.splitlines()
+    for name, text in fields.items():
+        assert text, f"{name} has no description in cluster/spec.py"
+        line = next((x for x in lines if x.strip().startswith(f"{name} ")), None)
+        assert line is not None, name
+        assert text.split(" (")[0] in line, (name, line)

@@ -23,6 +23,7 @@ from rich.table import Table
 
 from thrifty.cli.options import ServerOpt, TokenOpt
 from thrifty.cli.output import EXIT_BAD_INPUT, fail, results_console
+from thrifty.cli.spec_help import spec_help
 from thrifty.cluster.states import ACTIVE_STATES, STATE_COLOURS, TERMINAL_STATES
 from thrifty.contract import Env
 from thrifty.errors import ThriftyError
@@ -382,7 +383,7 @@ def cluster_command(
 
 def register(app: typer.Typer) -> None:
     app.command("server")(server_command)
-    app.command("submit")(submit_command)
+    app.command("submit", help=f"{submit_command.__doc__}\n\n{spec_help()}")(submit_command)
     app.command("jobs")(jobs_command)
     app.command("logs")(logs_command)
     app.command("cancel")(cancel_command)
