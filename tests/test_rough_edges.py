@@ -203,3 +203,68 @@ def test_submit_help_lists_every_spec_field_with_its_description() -> None:
         line = next((x for x in lines if x.strip().startswith(f"{name} ")), None)
         assert line is not None, name
         assert text.split(" (")[0] in line, (name, line)
+
+
+# ---- the queue in thrifty cluster ------------------------------------------------------------
+
+HOLD = "import pathlib, sys, time\nwhile not pathlib.Path(sys.argv[1]).exists(): time.sleep(0.05)"
+
+
+def _wait(check: object, what: str, timeout_s: float = 60.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_cluster_shows_the_waiting_jobs(tmp_path: Path, monkeypatch: object) -> None:
+    from thrifty.cluster.api import ApiServer, create_app
+    from thrifty.cluster.local import LocalExecutor
+    from thrifty.cluster.plane import ControlPlane
+    from thrifty.cluster.spec import validate_spec
+    from thrifty.cluster.store import Store
+
+    for var in ("THRIFTY_TOKEN", "THRIFTY_SERVER"):
+        monkeypatch.delenv(var, raising=False)  # type: ignore[attr-defined]
+    monkeypatch.setenv("THRIFTY_HOME", str(tmp_path))  # type: ignore[attr-defined]
+    store = Store(f"sqlite:///{tmp_path / 'thrifty.db'}")
+    admin = store.add_user("admin", admin=True)
+    bob = store.add_user("bob")
+    plane = ControlPlane(store, LocalExecutor(slots=2), "thrifty", interval_s=0.2, home=tmp_path,
+                         stop_grace_s=5.0)
+    api = ApiServer(create_app(plane))
+    stop = tmp_path / "stop"
+
+    def rigid(name: str, owner: str, replicas: int) -> str:
+        spec = validate_spec({"name": name, "mode": "rigid", "preemptible": False,
+                              "entrypoint": {"command": [sys.executable, "-c", HOLD, str(stop)]},
+                              "resources": {"min_replicas": replicas,
+                                            "max_replicas": replicas}}, owner=owner)
+        return plane.submit(spec).id
+
+    plane.start()
+    api.start()
+    try:
+        holder = rigid("holder", "admin", 2)
+        _wait(lambda: store.get(holder).state == "running", "the first job to start")
+        waiting = [rigid("second", "admin", 2), rigid("third", "bob", 1)]
+        env = {"THRIFTY_SERVER": api.url, "COLUMNS": "200"}
+        code, out, err = invoke("cluster", "--token", admin, env=env)
+        assert code == 0, err
+        table = out[out.index("Waiting"):]
+        for job_id, owner, asked in zip(waiting, ("admin", "bob"), ("2 × any kind (rigid)",
+                                                                   "1 × any kind (rigid)"),
+                                        strict=True):
+            line = next(x for x in table.splitlines() if job_id in x)
+            assert owner in line and asked in line and "since" in line
+        assert holder not in table
+        assert table.index(waiting[0]) < table.index(waiting[1])  # longest waiting first
+        code, out, err = invoke("cluster", "--token", bob, env=env)  # a user sees their own
+        assert code == 0 and waiting[1] in out and waiting[0] not in out
+    finally:
+        stop.write_text("")
+        api.stop()
+        plane.stop(stop_jobs=True)
+        store.close()

@@ -7,13 +7,18 @@ from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import PlainTextResponse, Response
+from sqlalchemy import func, select
 
 from thrifty import __version__
 from thrifty.cluster.api.common import STATES, Plane, Who, fail
 from thrifty.cluster.plane import ControlPlane
+from thrifty.cluster.schema import Attempt
+from thrifty.cluster.states import QUEUED
 from thrifty.policy.base import NodeView
 
 router = APIRouter(tags=["cluster"])
+
+QUEUE_SHOWN = 50  # the longest-waiting jobs /cluster lists; the counts cover the rest
 
 
 def executor_nodes(plane: ControlPlane) -> tuple[NodeView, ...]:
@@ -60,6 +65,31 @@ def metrics_text(jobs_by_state: dict[str, int], gpus: dict[str, int],
     return "\n".join(out) + "\n"
 
 
+def queue(plane: ControlPlane, owner: str | None) -> list[dict[str, Any]]:
+    """The queued jobs the caller may see (an admin: everyone's), longest waiting first, with
+    what they asked for and since when they wait (submission, or the end of their last run)."""
+    store = plane.store
+    total = store.count_jobs(owner=owner, states=(QUEUED,))
+    rows = store.jobs(owner=owner, states=(QUEUED,), limit=QUEUE_SHOWN,
+                      offset=max(total - QUEUE_SHOWN, 0))[::-1]
+    with store.session() as s:
+        ended = dict(s.execute(select(Attempt.job_id, func.max(Attempt.ended_at))
+                               .where(Attempt.job_id.in_([r.id for r in rows]))
+                               .group_by(Attempt.job_id)).all())
+    out = []
+    for row in rows:
+        res = row.spec.get("resources", {})
+        out.append({
+            "id": row.id, "name": row.name, "owner": row.owner, "priority": row.priority,
+            "mode": row.spec.get("mode", "adaptive"),
+            "min_replicas": res.get("min_replicas", 1), "max_replicas": res.get("max_replicas", 1),
+            "gpu_kinds": ["cpu"] if res.get("cpu_only") else res.get("gpu_kinds", []),
+            "submitted_at": row.submitted_at,
+            "waiting_since": max(row.submitted_at, ended.get(row.id) or 0.0),
+        })
+    return sorted(out, key=lambda j: j["waiting_since"])
+
+
 @router.get("/cluster", summary="Nodes, their use, the queue and the scheduler")
 def cluster(who: Who, plane: Plane) -> dict[str, Any]:
     nodes, used = executor_nodes(plane), plane.store.gpus_in_use()
@@ -72,6 +102,7 @@ def cluster(who: Who, plane: Plane) -> dict[str, Any]:
                    "used": used.get(n.name, 0), "price_per_hour": n.price_per_hour}
                   for n in nodes],
         "jobs": plane.store.counts_by_state(),
+        "queue": queue(plane, None if who.admin else who.name),
         "rounds": plane.rounds,
         "last_round": None if last is None else {
             "started": last.started, "stopped": last.stopped, "finished": last.finished,
