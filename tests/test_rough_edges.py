@@ -268,3 +268,57 @@ def test_cluster_shows_the_waiting_jobs(tmp_path: Path, monkeypatch: object) -> 
         api.stop()
         plane.stop(stop_jobs=True)
         store.close()
+
+
+# ---- tables: piped, and in an 80-column terminal ---------------------------------------------
+
+LONG_NAMES = ("philly-workload-long-name-1", "philly-workload-long-name-2")
+
+
+def _long_named_workloads(folder: Path) -> list[Path]:
+    paths = []
+    for name in LONG_NAMES:
+        path = folder / f"{name}.csv"
+        path.write_text(WORKLOAD)
+        paths.append(path)
+    return paths
+
+
+def test_piped_results_keep_every_cell_whole(tmp_path: Path, data_root: Path) -> None:
+    code, out, err = invoke("simulate", *_long_named_workloads(tmp_path), "-c", "pollux64",
+                            "-p", "fifo,tiresias", "--workers", "1", "--data", data_root)
+    assert code == 0, err
+    assert "…" not in out
+    for name in LONG_NAMES:
+        assert sum(name in line for line in out.splitlines()) == 2  # one row per policy
+    header = next(line for line in out.splitlines() if "workload" in line)
+    assert "med ms" in header and "p95 ms" in header  # nothing left out when piped
+
+
+def test_tables_fit_80_columns_without_cutting_names(tmp_path: Path, data_root: Path) -> None:
+    from thrifty.accounting.ledger import Ledger
+    from thrifty.cli.tables import results_table
+    from thrifty.cluster.demo import live_table, summary_table
+    from thrifty.sim.batch import plan_runs, run_pairs
+
+    outcomes = run_pairs(plan_runs(_long_named_workloads(tmp_path), "pollux64",
+                                   ["fifo", "tiresias"], data_root), 1)
+    demo_rows = [{"id": f"j{i}", "name": name, "state": state, "replicas": 2,
+                  "batch_size": 1024, "epoch": 1234, "goodput": 123456.7, "restarts": 12,
+                  "jct_s": 1234.5, "replica_seconds": 4000.0, "message": ""}
+                 for i, (name, state) in enumerate([
+                     ("digits-mlp", "succeeded"), ("mnist1d-cnn", "restarting"),
+                     ("digits-cnn", "running"), ("tiny-lm", "queued")])]
+    tables = {
+        "results": results_table(outcomes, title="pollux64", width=80),
+        "live": live_table(demo_rows, 123.0, "thrifty", 2),
+        "summary": summary_table(demo_rows, Ledger([], [], {"carbon": "DEU"})),
+    }
+    for what, table in tables.items():
+        text = _render(table, width=80)
+        assert "…" not in text, (what, text)
+        assert max(len(line.rstrip()) for line in text.splitlines()) <= 80, (what, text)
+        names = LONG_NAMES if what == "results" else ("mnist1d-cnn", "restarting", "succeeded")
+        for name in names:
+            assert name in text, (what, name, text)
+    assert "left out for the terminal's width" in _render(tables["results"], width=80)

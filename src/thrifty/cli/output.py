@@ -17,11 +17,15 @@ EXIT_RUN_FAILED = 1  # a simulation or demo job failed after starting (reported 
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports it
 
 
+PIPED_WIDTH = 4096  # characters: wider than any table, so none is narrowed when piped
+
+
 def results_console() -> Console:
-    """Rich console for results; wide when piped, so that logs keep the table on one line."""
+    """Rich console for results. Piped (`| cat`, a log file), it is as wide as any table, so
+    that every row keeps all its columns whole on one line; in a terminal, its width."""
     console = Console()
     if not console.is_terminal:
-        console.width = max(console.width, 160)
+        console.width = max(console.width, PIPED_WIDTH)
     return console
 
 

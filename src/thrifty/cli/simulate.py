@@ -75,7 +75,8 @@ def run_and_show(pairs: Sequence[Pair], workers: int | None, title: str) -> list
     except KeyboardInterrupt:
         interrupted()
     if any(o.summary is not None for o in outcomes):
-        results_console().print(results_table(outcomes, title=title))
+        out = results_console()
+        out.print(results_table(outcomes, title=title, width=out.width))
     return outcomes
 
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rich import box
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -78,12 +79,27 @@ def _fmt(value: float | None, digits: int = 0) -> str:
     return "—" if value is None else f"{value:,.{digits}f}"
 
 
+# Blank column separators and one space of padding: two spaces between columns.
+_NARROW = {"title_justify": "left", "box": box.SIMPLE_HEAD, "show_edge": False,
+           "padding": (0, 1, 0, 0)}
+
+
+def _columns(table: Table, headers: Sequence[str]) -> Table:
+    """Job and state first, whole on one line (they tell the rows apart), then the figures
+    under short two-line headers; no cell is cut short with an ellipsis."""
+    for i, header in enumerate(headers):
+        table.add_column(header, justify="left" if i < 2 else "right", no_wrap=True,
+                         overflow="fold")
+    return table
+
+
 def live_table(rows: Sequence[dict], elapsed: float, policy: str, slots: int) -> Table:
-    table = Table(title=f"thrifty demo · policy {policy} · {slots} CPU slots · {elapsed:.0f} s",
-                  title_justify="left")
-    for header in ("job", "state", "replicas", "batch", "epoch", "goodput (samples/s)",
-                   "restarts", "time (s)"):
-        table.add_column(header, justify="left" if header in ("job", "state") else "right")
+    """What each job does now; fits in an 80-column terminal."""
+    table = _columns(
+        Table(title=f"thrifty demo · policy {policy} · {slots} CPU slots · {elapsed:.0f} s",
+              **_NARROW),
+        ("job", "state", "CPU\nslots", "batch", "epoch", "goodput\nsamples/s", "restarts",
+         "time\ns"))
     for row in rows:
         state = row["state"]
         table.add_row(
@@ -95,12 +111,13 @@ def live_table(rows: Sequence[dict], elapsed: float, policy: str, slots: int) ->
 
 
 def summary_table(rows: Sequence[dict], ledger: Ledger) -> Table:
-    """Each job's outcome and its bill (CPU slots at the built-in per-core rate)."""
+    """Each job's outcome and its bill (CPU slots at the built-in per-core rate); fits in an
+    80-column terminal."""
     bill = {e.job: e for e in ledger.entries}
-    table = Table(title=f"Per job (grid: {ledger.meta.get('carbon')})", title_justify="left")
-    for header in ("job", "state", "JCT (s)", "restarts", "replica-hours", "final batch",
-                   "USD", "Wh", "g CO2e"):
-        table.add_column(header, justify="left" if header in ("job", "state") else "right")
+    table = _columns(
+        Table(title=f"Per job (grid: {ledger.meta.get('carbon')})", **_NARROW),
+        ("job", "state", "JCT\ns", "restarts", "slot\nhours", "final\nbatch", "USD", "Wh",
+         "g\nCO2e"))
     for row in rows:
         entry = bill.get(row["id"])
         cost = ("—", "—", "—") if entry is None else (
