@@ -322,3 +322,26 @@ def test_tables_fit_80_columns_without_cutting_names(tmp_path: Path, data_root: 
         for name in names:
             assert name in text, (what, name, text)
     assert "left out for the terminal's width" in _render(tables["results"], width=80)
+
+
+# ---- the live demo shows resizes on any machine ----------------------------------------------
+
+
+def test_a_shortened_live_demo_resizes_its_jobs(tmp_path: Path) -> None:
+    """The demo's jobs train for a share of CPU time, not a number of epochs, so however fast
+    the machine, the first job is still running when the second arrives and the policy must
+    resize it. A quarter of the demo's arrivals and training times, on two slots."""
+    from rich.console import Console
+
+    from thrifty.cluster.demo import run_live_demo
+    from thrifty.settings import Settings
+
+    log = tmp_path / "demo.txt"
+    with log.open("w") as out:
+        rows = run_live_demo(tmp_path / "demo", slots=2, interval_s=1.0, time_scale=0.25,
+                             timeout_s=400, console=Console(file=out, width=120),
+                             settings=Settings.from_env())
+    assert [r["state"] for r in rows] == ["succeeded"] * 4, log.read_text()
+    assert sum(r["restarts"] for r in rows) > 0, log.read_text()
+    stops = sorted(p.name for p in (tmp_path / "demo" / "stop").iterdir())
+    assert stops == sorted(r["name"] for r in rows)  # each ended because the demo said so

@@ -10,7 +10,7 @@ from __future__ import annotations
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich import box
@@ -36,16 +36,23 @@ class DemoJob:
     name: str
     script: str
     args: tuple[str, ...]
+    work_s: float  # CPU-slot seconds it trains for, then the demo tells it to stop
 
 
 RESTART_S = 8.0
 """A local resize: checkpoint, exit, start Python and PyTorch again, load (measured: 4-8 s)."""
 
+UNTIL_STOPPED = 1_000_000
+"""The epochs each demo job declares: its stop file, not a count of epochs, ends it."""
+
+# Sized by time, not by epochs, so that every machine sees the same story: the first job has
+# both slots, is shrunk when the second arrives, the later two wait for a slot, and the last
+# ones grow as the others finish. 4 × 90 slot-seconds on 2 slots: about 3-4 minutes in all.
 DEMO_JOBS = (
-    DemoJob(0, "digits-mlp", "digits_mlp.py", ("--epochs", "1500")),
-    DemoJob(20, "mnist1d-cnn", "mnist1d_cnn.py", ("--epochs", "80")),
-    DemoJob(40, "digits-cnn", "digits_cnn.py", ("--epochs", "250")),
-    DemoJob(60, "tiny-lm", "tiny_lm.py", ("--epochs", "8", "--sentences", "8000")))
+    DemoJob(0, "digits-mlp", "digits_mlp.py", (), 90.0),
+    DemoJob(20, "mnist1d-cnn", "mnist1d_cnn.py", (), 90.0),
+    DemoJob(40, "digits-cnn", "digits_cnn.py", (), 90.0),
+    DemoJob(60, "tiny-lm", "tiny_lm.py", ("--sentences", "2000"), 90.0))
 
 
 def examples_folder() -> Path:
@@ -61,18 +68,30 @@ def examples_folder() -> Path:
     return folder
 
 
-def demo_specs(examples: Path, max_replicas: int) -> list[tuple[float, JobSpec]]:
+def demo_specs(examples: Path, stops: Path, max_replicas: int,
+               jobs: Sequence[DemoJob] = DEMO_JOBS) -> list[tuple[float, JobSpec]]:
+    """(submission time, spec) per demo job; each trains until its file in `stops` exists."""
     return [
         (job.at_s, validate_spec({
             "name": job.name,
-            "entrypoint": {"script": str(examples / job.script), "args": list(job.args)},
+            "entrypoint": {"script": str(examples / job.script),
+                           "args": [*job.args, "--epochs", str(UNTIL_STOPPED),
+                                    "--stop-file", str(stops / job.name)]},
             "working_dir": str(examples),
             "resources": {"min_replicas": 1, "max_replicas": max_replicas},
             "owner": "demo",
             "team": "demo",
         }))
-        for job in DEMO_JOBS
+        for job in jobs
     ]
+
+
+def scaled_jobs(scale: float) -> tuple[DemoJob, ...]:
+    """The demo jobs with arrivals and training times × `scale` (a shorter demo: < 1)."""
+    if scale <= 0:
+        raise ThriftyError(f"the demo's time scale must be positive, got {scale}")
+    return tuple(replace(job, at_s=job.at_s * scale, work_s=job.work_s * scale)
+                 for job in DEMO_JOBS)
 
 
 def _fmt(value: float | None, digits: int = 0) -> str:
@@ -129,10 +148,13 @@ def summary_table(rows: Sequence[dict], ledger: Ledger) -> Table:
 
 def run_live_demo(home: Path, policy: str = "thrifty", slots: int | None = None,
                   interval_s: float = 5.0, timeout_s: float = 900.0,
-                  console: Console | None = None, settings: Settings | None = None) -> list[dict]:
+                  console: Console | None = None, settings: Settings | None = None,
+                  time_scale: float = 1.0) -> list[dict]:
     """Run the demo jobs to the end in a fresh control plane under `home`; returns summaries.
-    `settings` (loaded here when not given: the demo is an entry point) name the GPU kind and
-    the data folder whose board powers usage is billed with."""
+    Each job trains until it has had its CPU-slot seconds (× `time_scale`, as are the
+    arrivals), then the demo creates its stop file. `settings` (loaded here when not given: the
+    demo is an entry point) name the GPU kind and the data folder whose board powers usage is
+    billed with."""
     console = console or Console()
     settings = settings or Settings.load()
     examples = examples_folder()
@@ -145,7 +167,11 @@ def run_live_demo(home: Path, policy: str = "thrifty", slots: int | None = None,
     plane = ControlPlane(store, executor, policy, interval_s=interval_s, home=home,
                          stop_grace_s=30.0, restart_s=RESTART_S,
                          tariff=live_tariff(data_root=settings.data_root))
-    plan = demo_specs(examples, max_replicas=capacity)
+    jobs = scaled_jobs(time_scale)
+    stops = home / "stop"
+    stops.mkdir()
+    plan = demo_specs(examples, stops, max_replicas=capacity, jobs=jobs)
+    work_s = {job.name: job.work_s for job in jobs}
     console.print(
         f"[bold]thrifty demo[/]: {len(plan)} real training jobs (thrifty.train examples) submitted "
         f"over {plan[-1][0]:.0f} s to the embedded control plane; the {policy} policy shares "
@@ -162,6 +188,9 @@ def run_live_demo(home: Path, policy: str = "thrifty", slots: int | None = None,
                     submitted.append(plane.submit(plan[len(submitted)][1]).id)
                 now = time.time()
                 rows = [job_summary(job, now) for job in reversed(store.jobs())]
+                for row in rows:  # trained long enough: it ends before its next epoch
+                    if row["replica_seconds"] >= work_s.get(row["name"], 0.0):
+                        (stops / row["name"]).touch()
                 live.update(live_table(rows, elapsed, policy, capacity))
                 if len(submitted) == len(plan) and all(r["state"] in TERMINAL_STATES
                                                        for r in rows):
