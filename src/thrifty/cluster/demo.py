@@ -47,12 +47,13 @@ UNTIL_STOPPED = 1_000_000
 
 # Sized by time, not by epochs, so that every machine sees the same story: the first job has
 # both slots, is shrunk when the second arrives, the later two wait for a slot, and the last
-# ones grow as the others finish. 4 × 90 slot-seconds on 2 slots: about 3-4 minutes in all.
+# ones grow as the others finish. 4 × 75 slot-seconds on 2 slots, with the restarts and the
+# waits between rounds: about 3-4 minutes in all.
 DEMO_JOBS = (
-    DemoJob(0, "digits-mlp", "digits_mlp.py", (), 90.0),
-    DemoJob(20, "mnist1d-cnn", "mnist1d_cnn.py", (), 90.0),
-    DemoJob(40, "digits-cnn", "digits_cnn.py", (), 90.0),
-    DemoJob(60, "tiny-lm", "tiny_lm.py", ("--sentences", "2000"), 90.0))
+    DemoJob(0, "digits-mlp", "digits_mlp.py", (), 75.0),
+    DemoJob(20, "mnist1d-cnn", "mnist1d_cnn.py", (), 75.0),
+    DemoJob(40, "digits-cnn", "digits_cnn.py", (), 75.0),
+    DemoJob(60, "tiny-lm", "tiny_lm.py", ("--sentences", "2000"), 75.0))
 
 
 def examples_folder() -> Path:
@@ -200,6 +201,7 @@ def run_live_demo(home: Path, policy: str = "thrifty", slots: int | None = None,
                 time.sleep(0.5)
     finally:
         plane.stop(stop_jobs=True)
+    console.print()  # the live table's last line ends here
     now = time.time()
     rows = [job_summary(job, now) for job in reversed(store.jobs())]
     console.print(summary_table(rows, live_ledger(store, plane.tariff, now, executor.nodes())))
