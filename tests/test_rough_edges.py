@@ -292,7 +292,7 @@ def test_piped_results_keep_every_cell_whole(tmp_path: Path, data_root: Path) ->
     for name in LONG_NAMES:
         assert sum(name in line for line in out.splitlines()) == 2  # one row per policy
     header = next(line for line in out.splitlines() if "workload" in line)
-    assert "med ms" in header and "p95 ms" in header  # nothing left out when piped
+    assert "round p95 ms" in header and "wall s" in header  # nothing left out when piped
 
 
 def test_tables_fit_80_columns_without_cutting_names(tmp_path: Path, data_root: Path) -> None:

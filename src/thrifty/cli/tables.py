@@ -83,15 +83,18 @@ def two_lines(header: str) -> str:
     return " ".join(words[:cut]) + "\n" + " ".join(words[cut:])
 
 
-def add_columns(table: Table, headers: Sequence[str], left: int = 1) -> None:
-    """The first `left` columns name the row, the others hold figures under two-line headers.
-    Nothing wraps and no cell is ever cut short with an ellipsis; a name folds onto a second
-    line only in a terminal too narrow for even the fewest columns."""
+def add_columns(table: Table, headers: Sequence[str], left: int = 1,
+                stacked: bool = False) -> None:
+    """The first `left` columns name the row, the others hold figures (`stacked`: under
+    two-line headers, for a narrow terminal). Nothing wraps and no cell is ever cut short with
+    an ellipsis; a name folds onto a second line only in a terminal too narrow for even the
+    fewest columns."""
     for i, header in enumerate(headers):
         if i < left:
             table.add_column(header, no_wrap=True, overflow="fold")
         else:
-            table.add_column(two_lines(header), justify="right", no_wrap=True, overflow="fold")
+            table.add_column(two_lines(header) if stacked else header, justify="right",
+                             no_wrap=True, overflow="fold")
 
 
 def natural_width(table: Table) -> int:
@@ -100,19 +103,21 @@ def natural_width(table: Table) -> int:
     return Measurement.get(console, console.options, table).maximum
 
 
-def fit_width(build: Callable[[frozenset[str]], Table], droppable: Sequence[str],
+def fit_width(build: Callable[[frozenset[str], bool], Table], droppable: Sequence[str],
               width: int | None) -> Table:
-    """`build(left_out)` with as few of the `droppable` headers left out as make it fit in
-    `width` characters (None: any width); the caption names what was left out."""
-    left_out: list[str] = []
-    table = build(frozenset())
-    if width is None:
+    """`build(left_out, stacked)` as it fits in `width` characters (None: any width): headers
+    on one line if that fits, else on two, then with as few of the `droppable` columns left
+    out as needed; the caption names what was left out."""
+    table = build(frozenset(), False)
+    if width is None or natural_width(table) <= width:
         return table
+    left_out: list[str] = []
+    table = build(frozenset(), True)
     for header in droppable:
         if natural_width(table) <= width:
             break
         left_out.append(header)
-        table = build(frozenset(left_out))
+        table = build(frozenset(left_out), True)
     if left_out:
         table.caption = (f"left out for the terminal's width: {', '.join(left_out)} "
                          "(--json has every figure)")
@@ -123,15 +128,17 @@ def results_table(outcomes: Sequence[Outcome], title: str | None = None,
                   width: int | None = None) -> Table:
     """Rows workload × policy, then (with several workloads) the mean per policy; columns that
     do not fit in `width` are left out, least needed first."""
-    return fit_width(lambda left_out: _results_table(outcomes, title, left_out),
-                     LEAST_NEEDED_FIRST, width)
+    return fit_width(
+        lambda left_out, stacked: _results_table(outcomes, title, left_out, stacked),
+        LEAST_NEEDED_FIRST, width)
 
 
-def _results_table(outcomes: Sequence[Outcome], title: str | None,
-                   left_out: frozenset[str]) -> Table:
+def _results_table(outcomes: Sequence[Outcome], title: str | None, left_out: frozenset[str],
+                   stacked: bool) -> Table:
     table = Table(title=title, header_style="bold")
     columns = [c for c in _columns(outcomes) if c[0] not in left_out]
-    add_columns(table, ["workload", "policy", *(header for header, _, _ in columns)], left=2)
+    add_columns(table, ["workload", "policy", *(header for header, _, _ in columns)], left=2,
+                stacked=stacked)
     done = [(o, o.summary) for o in outcomes if o.summary is not None]
     for outcome, summary in done:
         table.add_row(outcome.pair.label, outcome.pair.spec.policy,
