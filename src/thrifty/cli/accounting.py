@@ -203,10 +203,10 @@ def report_command(
         if by not in ("job", "user", "team"):
             raise ThriftyError(f"--by must be job, user or team, got {by!r}")
         since_s = parse_since(since)
-        for option, target in (("--csv", csv_path), ("--json", json_path), ("--plot", plot)):
-            check_folder(target, option)
         if plot is not None and plot.suffix.lower() not in (".png", ".pdf", ".svg"):
             raise ThriftyError(f"{plot}: --plot must end in .png, .pdf or .svg")
+        for option, target in (("--csv", csv_path), ("--json", json_path), ("--plot", plot)):
+            check_folder(target, option)
         runs = load_ledgers(ledger) if ledger is not None else []
     except ThriftyError as err:
         fail(err)

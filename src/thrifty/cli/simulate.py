@@ -160,14 +160,14 @@ def simulate(
     """Simulate every policy on every workload, in parallel, and compare them in one table."""
     try:
         check_workers(workers)
-        check_folder(json_path, "--json")
-        check_folder(ledger, "--ledger")
-        check_folder(plot, "--plot")
         if baseline is not None:
             check_policy(baseline, seed)
+        check_folder(json_path, "--json")
+        check_folder(ledger, "--ledger")
         if plot is not None:
             from thrifty.sim.plots import check_plot_path
 
+            check_folder(plot, "--plot")
             check_plot_path(plot)
         pairs = plan_runs(
             workloads,
