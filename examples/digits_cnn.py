@@ -30,6 +30,7 @@ import thrifty.train
 
 sys.path.insert(0, str(Path(__file__).parent))
 from digits_mlp import digits
+from stopping import add_stop_file, told_to_stop
 
 
 def main() -> None:
@@ -37,6 +38,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--ckpt", default=None, help="checkpoint folder")
     parser.add_argument("--report", default=None, help="report file or http URL")
+    add_stop_file(parser)
     args = parser.parse_args()
 
     job = thrifty.train.init(args.ckpt, args.report)
@@ -51,6 +53,8 @@ def main() -> None:
     model = job.parallel(model, optimizer, lr_scheduler=scheduler)
     loader = job.loader(train, batch_size=32, max_batch_size=256, local_bsz_bounds=(8, 64))
     for epoch in job.epochs(args.epochs):
+        if told_to_stop(job, args.stop_file):
+            break
         for x, y in loader:
             optimizer.zero_grad()
             F.cross_entropy(model(x), y).backward()

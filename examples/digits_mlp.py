@@ -23,6 +23,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
+from stopping import add_stop_file, told_to_stop
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -44,6 +45,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--ckpt", default=None, help="checkpoint folder")
     parser.add_argument("--report", default=None, help="report file or http URL")
+    add_stop_file(parser)
     args = parser.parse_args()
 
     job = thrifty.train.init(args.ckpt, args.report)
@@ -53,6 +55,8 @@ def main() -> None:
     model = job.parallel(model, optimizer)
     loader = job.loader(train, batch_size=32, max_batch_size=512)
     for epoch in job.epochs(args.epochs):
+        if told_to_stop(job, args.stop_file):
+            break
         for x, y in loader:
             optimizer.zero_grad()
             F.cross_entropy(model(x), y).backward()

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from mnist1d.data import get_dataset_args, make_dataset
+from stopping import add_stop_file, told_to_stop
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -79,6 +80,7 @@ def main() -> None:
     parser.add_argument("--weight-decay", type=float, default=5e-4)
     parser.add_argument("--ckpt", default=None, help="checkpoint folder")
     parser.add_argument("--report", default=None, help="report file or http URL")
+    add_stop_file(parser)
     parser.add_argument("--scaling", default="auto")
     parser.add_argument("--target", type=float, default=None, help="stop at this test accuracy")
     parser.add_argument("--seed", type=int, default=0)
@@ -101,6 +103,8 @@ def main() -> None:
     reached = None
     acc = 0.0
     for epoch in job.epochs(args.epochs):
+        if told_to_stop(job, args.stop_file):
+            break
         for x, y in loader:
             optimizer.zero_grad()
             F.cross_entropy(model(x), y).backward()

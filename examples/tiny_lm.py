@@ -25,6 +25,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from stopping import add_stop_file, told_to_stop
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -76,6 +77,7 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=64)
     parser.add_argument("--ckpt", default=None, help="checkpoint folder")
     parser.add_argument("--report", default=None, help="report file or http URL")
+    add_stop_file(parser)
     args = parser.parse_args()
 
     job = thrifty.train.init(args.ckpt, args.report)
@@ -87,6 +89,8 @@ def main() -> None:
     start, steps = time.perf_counter(), job.step
     loss = torch.zeros(())
     for epoch in job.epochs(args.epochs):
+        if told_to_stop(job, args.stop_file):
+            break
         for x, y in loader:
             x, y = x.to(job.device), y.to(job.device)
             optimizer.zero_grad()

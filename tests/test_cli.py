@@ -142,7 +142,7 @@ def test_bad_options(tmp_path: Path, data_root: Path) -> None:
     assert_one_line_error(*invoke(*base, "--interval", "-5"), "interval must be positive")
     assert_one_line_error(*invoke(*base, "--workers", "0"), "--workers")
     assert_one_line_error(
-        *invoke(*base, "--json", tmp_path / "no" / "such" / "r.json"), "--json", "no/such"
+        *invoke(*base, "--json", workload / "such" / "r.json"), "--json", "w.csv/such"
     )
     assert_one_line_error(
         *invoke("simulate", workload, "-c", "pollux64", "-p", "fifo", "--data", tmp_path),

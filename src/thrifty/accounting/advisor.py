@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from thrifty.accounting.prices import KIND_ACCELERATOR, CloudOffer
 from thrifty.errors import ThriftyError
@@ -52,6 +52,11 @@ class Option:
     usd_per_hour: float
     usd: float
     pareto: bool = False
+    meets_deadline: bool | None = None  # None: no deadline was given
+
+    @property
+    def misses_deadline(self) -> bool:
+        return self.meets_deadline is False
 
     @property
     def label(self) -> str:
@@ -62,7 +67,7 @@ class Option:
 
 @dataclass(frozen=True)
 class Advice:
-    options: list[Option]  # by cost, then time
+    options: list[Option]  # those meeting the deadline first, each part by cost, then time
     recommended: Option | None
     reasons: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
@@ -166,7 +171,9 @@ def advise(
                                       rate * hours))
     if not options:
         raise ThriftyError("no catalogue offer can run this job: " + "; ".join(skipped))
-    options = sorted(_pareto(options), key=lambda o: (o.usd, o.hours))
+    if deadline_h is not None:  # marked, and listed after every option that is in time
+        options = [replace(o, meets_deadline=o.hours <= deadline_h) for o in options]
+    options = sorted(_pareto(options), key=lambda o: (o.misses_deadline, o.usd, o.hours))
     chosen, why = _recommend(options, deadline_h, budget_usd, slack)
     return Advice(options, chosen, _reasons(options, chosen, why), skipped)
 

@@ -14,6 +14,7 @@ import typer
 
 from thrifty import __version__
 from thrifty.cli import accounting, cluster, demo, simulate, workload
+from thrifty.cli.options import Group, use_command_classes
 
 app = typer.Typer(
     name="thrifty",
@@ -21,6 +22,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=Group,
 )
 
 
@@ -45,5 +47,6 @@ demo.register(app)  # thrifty demo
 workload.register(app)  # thrifty workload generate
 accounting.register(app)  # thrifty report, thrifty advise
 cluster.register(app)  # thrifty server, submit, jobs, logs, cancel, cluster, users
+use_command_classes(app)  # after every command: flags show no metavar
 
 __all__ = ["app"]

@@ -29,7 +29,7 @@ from thrifty.cli.options import (
     resolve_data,
 )
 from thrifty.cli.output import fail, results_console
-from thrifty.cli.tables import RATIO_FIELDS, advice_table, report_table
+from thrifty.cli.tables import RATIO_FIELDS, advice_table, deadline_note, report_table
 from thrifty.cluster.client import DEFAULT_SERVER
 from thrifty.errors import ThriftyError
 from thrifty.sim.batch import Outcome
@@ -203,10 +203,10 @@ def report_command(
         if by not in ("job", "user", "team"):
             raise ThriftyError(f"--by must be job, user or team, got {by!r}")
         since_s = parse_since(since)
-        for option, target in (("--csv", csv_path), ("--json", json_path), ("--plot", plot)):
-            check_folder(target, option)
         if plot is not None and plot.suffix.lower() not in (".png", ".pdf", ".svg"):
             raise ThriftyError(f"{plot}: --plot must end in .png, .pdf or .svg")
+        for option, target in (("--csv", csv_path), ("--json", json_path), ("--plot", plot)):
+            check_folder(target, option)
         runs = load_ledgers(ledger) if ledger is not None else []
     except ThriftyError as err:
         fail(err)
@@ -254,7 +254,7 @@ def advise_command(
         help="Cloud catalogue CSV (default: prices/cloud-gpu-prices.csv in the data folder).",
         show_default=False)] = None,
     prices: Annotated[Path | None, typer.Option(
-        help="A price sheet TOML whose [[cloud]] offers (or catalogue) to use instead.",
+        help="A price sheet TOML whose \\[\\[cloud]] offers (or catalogue) to use instead.",
         show_default=False)] = None,
     deadline: Annotated[float | None, typer.Option(help="Hours the job must finish within.",
                                                    show_default=False)] = None,
@@ -280,6 +280,7 @@ def advise_command(
             raise ThriftyError("give exactly one of --profile APP or --model MODEL.json")
         if max_gpus < 1:
             raise ThriftyError(f"--max-gpus must be at least 1, got {max_gpus}")
+        check_folder(json_path, "--json")
         root = resolve_data(data)
         if prices is not None:
             offers = load_price_sheet(prices).cloud
@@ -313,7 +314,10 @@ def advise_command(
     except ThriftyError as err:
         fail(err)
     out = results_console()
-    out.print(advice_table(advice, what, top))
+    out.print(advice_table(advice, what, top, deadline))
+    note = None if deadline is None else deadline_note(advice, deadline)
+    if note:
+        out.print(note)
     for reason in advice.reasons:
         out.print(f"• {reason}")
     for skipped in advice.skipped:
@@ -324,6 +328,7 @@ def advise_command(
                          "provider": o.offer.provider, "instances": o.instances, "spot": o.spot,
                          "gpus": o.gpus, "kind": o.kind, "hours": o.hours,
                          "usd_per_hour": o.usd_per_hour, "usd": o.usd, "pareto": o.pareto,
+                         "meets_deadline": o.meets_deadline,
                          "recommended": o is advice.recommended} for o in advice.options],
             "reasons": advice.reasons, "skipped": advice.skipped}, indent=2) + "\n")
 

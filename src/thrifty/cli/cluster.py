@@ -23,6 +23,7 @@ from rich.table import Table
 
 from thrifty.cli.options import ServerOpt, TokenOpt
 from thrifty.cli.output import EXIT_BAD_INPUT, fail, results_console
+from thrifty.cli.spec_help import spec_help
 from thrifty.cluster.states import ACTIVE_STATES, STATE_COLOURS, TERMINAL_STATES
 from thrifty.errors import ThriftyError
 from thrifty.settings import DEFAULT_SERVER
@@ -336,6 +337,23 @@ def _drain(client: Any, job_id: str, number: int, offsets: dict[int, int],
 # --------------------------------------------------------------------------------------------
 
 
+def queue_table(queue: Sequence[dict[str, Any]], queued: int, now: float) -> Table:
+    """The waiting jobs the server showed, longest waiting first."""
+    shown = f"the {len(queue)} longest waiting of {queued}" if queued > len(queue) else "queue"
+    table = Table(title=f"Waiting ({shown})", title_justify="left", header_style="bold")
+    for header in ("id", "owner", "name", "requested", "waiting"):
+        table.add_column(header, overflow="fold")
+    for job in queue:
+        low, high = job["min_replicas"], job["max_replicas"]
+        count = str(high) if job["mode"] == "rigid" or low == high else f"{low}-{high}"
+        kinds = ", ".join(job["gpu_kinds"]) or "any kind"
+        since = time.strftime("%H:%M:%S", time.localtime(job["waiting_since"]))
+        table.add_row(job["id"], escape(job["owner"]), escape(job["name"]),
+                      f"{count} × {escape(kinds)} ({job['mode']})",
+                      f"{_age(now - job['waiting_since'])} (since {since})")
+    return table
+
+
 def cluster_command(
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of tables.")] = False,
     server: ServerOpt = None,
@@ -360,6 +378,8 @@ def cluster_command(
     jobs = info["jobs"]
     counts = (f"[{STATE_COLOURS.get(s, '')}]{n} {s}[/]" for s, n in jobs.items())
     out.print("jobs: " + ", ".join(counts))
+    if info.get("queue"):
+        out.print(queue_table(info["queue"], jobs.get("queued", 0), time.time()))
     last = info["last_round"]
     if last is None:
         out.print("no scheduling round yet")
@@ -374,7 +394,7 @@ def register(app: typer.Typer) -> None:
     from thrifty.cli.users import register as register_users
 
     app.command("server")(server_command)
-    app.command("submit")(submit_command)
+    app.command("submit", help=f"{submit_command.__doc__}\n\n{spec_help()}")(submit_command)
     app.command("jobs")(jobs_command)
     app.command("job")(job_command)
     app.command("logs")(logs_command)

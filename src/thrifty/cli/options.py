@@ -11,12 +11,50 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from thrifty.contract import Env
 from thrifty.errors import ThriftyError
 from thrifty.policy.registry import POLICIES
 from thrifty.settings import DEFAULT_SERVER, Settings
 from thrifty.sim.cluster import BUILTIN_CLUSTERS
+
+# Help texts are rich markup: a literal square bracket, as in a TOML table's name, is written
+# `\\[autoscale]`, else rich takes it for a style and drops it.
+
+
+class _FlagsWithoutMetavar:
+    """Typer's rich help shows `<bool>` beside on/off flags as if they took a value; a flag
+    (including --help) gets an empty metavar, so the column stays blank as click's own help
+    has it."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+        return params
+
+
+class Command(_FlagsWithoutMetavar, TyperCommand):
+    """Every thrifty command's class (set by `use_command_classes`)."""
+
+
+class Group(_FlagsWithoutMetavar, TyperGroup):
+    """Every thrifty command group's class (set by `use_command_classes`)."""
+
+
+def use_command_classes(app: typer.Typer) -> None:
+    """Give every command and group registered on `app`, and below it, the classes above."""
+    for info in app.registered_commands:
+        if info.cls in (None, TyperCommand):
+            info.cls = Command
+    for group in app.registered_groups:
+        if not isinstance(group.cls, type):  # typer's placeholder for "not given"
+            group.cls = Group
+        if group.typer_instance is not None:
+            use_command_classes(group.typer_instance)
+
 
 DATA_DEFAULT = "(default: $THRIFTY_DATA or shared/data nearby)"
 
@@ -67,6 +105,15 @@ def resolve_data(data: Path | None, settings: Settings | None = None) -> Path:
 
 
 def check_folder(path: Path | None, flag: str) -> None:
-    """An output file's folder must exist before a long run, not after it."""
-    if path is not None and not path.parent.is_dir():
-        raise ThriftyError(f"{path}: {flag} folder {path.parent} does not exist")
+    """An output file's folder, created when missing (as `--json results/x.json` in a fresh
+    checkout expects), before a long run rather than after it; one that cannot be created is
+    reported now, naming the flag."""
+    if path is None or path.parent.is_dir():
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ThriftyError(
+            f"{path}: cannot create the {flag} folder {path.parent} ({err.strerror or err}); "
+            "choose a path in a folder you can write"
+        ) from None

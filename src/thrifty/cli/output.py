@@ -17,11 +17,15 @@ EXIT_RUN_FAILED = 1  # a simulation or demo job failed after starting (reported 
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports it
 
 
+PIPED_WIDTH = 4096  # characters: wider than any table, so none is narrowed when piped
+
+
 def results_console() -> Console:
-    """Rich console for results; wide when piped, so that logs keep the table on one line."""
+    """Rich console for results. Piped (`| cat`, a log file), it is as wide as any table, so
+    that every row keeps all its columns whole on one line; in a terminal, its width."""
     console = Console()
     if not console.is_terminal:
-        console.width = max(console.width, 160)
+        console.width = max(console.width, PIPED_WIDTH)
     return console
 
 
@@ -46,6 +50,16 @@ def report_failures(outcomes: Sequence[Outcome]) -> bool:
     return bool(lines)
 
 
+SMALLEST_SHOWN = 0.01  # below this a figure reads "<0.01": a bill of 4.36e-07 USD is nothing
+
+
+def _below_shown(value: float) -> str | None:
+    """`<0.01` (or `>-0.01`) for a figure too small to matter, never an exponent; 0 stays 0."""
+    if value == 0 or abs(value) >= SMALLEST_SHOWN:
+        return None
+    return f"<{SMALLEST_SHOWN:g}" if value > 0 else f">-{SMALLEST_SHOWN:g}"
+
+
 def fmt_metric(value: float) -> str:
     """About three significant figures, without switching to exponents for small values."""
     if not math.isfinite(value):
@@ -55,14 +69,17 @@ def fmt_metric(value: float) -> str:
         return f"{value:.0f}"
     if size >= 10:
         return f"{value:.1f}"
-    if size >= 0.01 or size == 0:
-        return f"{value:.2f}"
-    return f"{value:.1g}"
+    return _below_shown(value) or f"{value:.2f}"
 
 
 def fmt_amount(value: float) -> str:
-    """Hours, USD, kWh and kg in the accounting tables: whole above 100, else three figures."""
+    """Hours, USD, kWh and kg in the accounting tables: whole above 100, else three figures,
+    and `<0.01` for what rounds to nothing."""
     if not math.isfinite(value):
         return "–"
     size = abs(value)
-    return f"{value:.0f}" if size >= 100 else f"{value:.1f}" if size >= 10 else f"{value:.3g}"
+    if size >= 100:
+        return f"{value:.0f}"
+    if size >= 10:
+        return f"{value:.1f}"
+    return _below_shown(value) or f"{value:.3g}"

@@ -75,7 +75,8 @@ def run_and_show(pairs: Sequence[Pair], workers: int | None, title: str) -> list
     except KeyboardInterrupt:
         interrupted()
     if any(o.summary is not None for o in outcomes):
-        results_console().print(results_table(outcomes, title=title))
+        out = results_console()
+        out.print(results_table(outcomes, title=title, width=out.width))
     return outcomes
 
 
@@ -150,7 +151,7 @@ def simulate(
     autoscale: Annotated[
         bool,
         typer.Option(help="Rent the cluster's nodes from a cloud as the jobs' goodput makes them "
-                     "worth it (the cluster file's [autoscale] table, else the defaults), "
+                     "worth it (the cluster file's \\[autoscale] table, else the defaults), "
                      "instead of holding them all; node-h and held USD show the bill."),
     ] = False,
     workers: Annotated[int | None, workers_option()] = None,
@@ -159,13 +160,14 @@ def simulate(
     """Simulate every policy on every workload, in parallel, and compare them in one table."""
     try:
         check_workers(workers)
-        check_folder(json_path, "--json")
-        check_folder(ledger, "--ledger")
         if baseline is not None:
             check_policy(baseline, seed)
+        check_folder(json_path, "--json")
+        check_folder(ledger, "--ledger")
         if plot is not None:
             from thrifty.sim.plots import check_plot_path
 
+            check_folder(plot, "--plot")
             check_plot_path(plot)
         pairs = plan_runs(
             workloads,

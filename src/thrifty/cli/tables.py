@@ -7,9 +7,11 @@ simulation results, `fmt_amount` for the accounting ones).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from thrifty.accounting.ledger import SpendRow
@@ -45,6 +47,12 @@ CLOUD_COLUMNS: tuple[Column, ...] = (
     ("held USD", "held_usd", 1.0),
 )
 
+# Left out, in this order, while the results table is wider than the terminal: the identifying
+# columns (workload, policy) and the average JCT always stay, and every cell stays whole.
+LEAST_NEEDED_FIRST = ("round p95 ms", "wall s", "round med ms", "p50 JCT h", "kWh", "held USD",
+                      "makespan h", "node-h", "kg CO2e", "p99 JCT h", "worst FTF",
+                      "restarts /job", "USD", "GPU-h")
+
 RATIO_FIELDS = (
     # (header, Summary attribute)
     ("GPU-h", "allocated_gpu_hours"),
@@ -65,14 +73,72 @@ def _values(summary: Summary, columns: Sequence[Column] = COLUMNS) -> list[float
     return [float(getattr(summary, attr)) / div for _, attr, div in columns]
 
 
-def results_table(outcomes: Sequence[Outcome], title: str | None = None) -> Table:
-    """Rows workload × policy, then (with several workloads) the mean per policy."""
+def two_lines(header: str) -> str:
+    """A header of several words on two lines, split near its middle, to keep columns narrow."""
+    words = header.split()
+    if len(words) < 2:
+        return header
+    cut = min(range(1, len(words)),
+              key=lambda i: abs(len(" ".join(words[:i])) - len(" ".join(words[i:]))))
+    return " ".join(words[:cut]) + "\n" + " ".join(words[cut:])
+
+
+def add_columns(table: Table, headers: Sequence[str], left: int = 1,
+                stacked: bool = False) -> None:
+    """The first `left` columns name the row, the others hold figures (`stacked`: under
+    two-line headers, for a narrow terminal). Nothing wraps and no cell is ever cut short with
+    an ellipsis; a name folds onto a second line only in a terminal too narrow for even the
+    fewest columns."""
+    for i, header in enumerate(headers):
+        if i < left:
+            table.add_column(header, no_wrap=True, overflow="fold")
+        else:
+            table.add_column(two_lines(header) if stacked else header, justify="right",
+                             no_wrap=True, overflow="fold")
+
+
+def natural_width(table: Table) -> int:
+    """The characters `table` takes with every cell on one line."""
+    console = Console(width=100_000)
+    return Measurement.get(console, console.options, table).maximum
+
+
+def fit_width(build: Callable[[frozenset[str], bool], Table], droppable: Sequence[str],
+              width: int | None) -> Table:
+    """`build(left_out, stacked)` as it fits in `width` characters (None: any width): headers
+    on one line if that fits, else on two, then with as few of the `droppable` columns left
+    out as needed; the caption names what was left out."""
+    table = build(frozenset(), False)
+    if width is None or natural_width(table) <= width:
+        return table
+    left_out: list[str] = []
+    table = build(frozenset(), True)
+    for header in droppable:
+        if natural_width(table) <= width:
+            break
+        left_out.append(header)
+        table = build(frozenset(left_out), True)
+    if left_out:
+        table.caption = (f"left out for the terminal's width: {', '.join(left_out)} "
+                         "(--json has every figure)")
+    return table
+
+
+def results_table(outcomes: Sequence[Outcome], title: str | None = None,
+                  width: int | None = None) -> Table:
+    """Rows workload × policy, then (with several workloads) the mean per policy; columns that
+    do not fit in `width` are left out, least needed first."""
+    return fit_width(
+        lambda left_out, stacked: _results_table(outcomes, title, left_out, stacked),
+        LEAST_NEEDED_FIRST, width)
+
+
+def _results_table(outcomes: Sequence[Outcome], title: str | None, left_out: frozenset[str],
+                   stacked: bool) -> Table:
     table = Table(title=title, header_style="bold")
-    table.add_column("workload")
-    table.add_column("policy")
-    columns = _columns(outcomes)
-    for header, _, _ in columns:
-        table.add_column(header, justify="right")
+    columns = [c for c in _columns(outcomes) if c[0] not in left_out]
+    add_columns(table, ["workload", "policy", *(header for header, _, _ in columns)], left=2,
+                stacked=stacked)
     done = [(o, o.summary) for o in outcomes if o.summary is not None]
     for outcome, summary in done:
         table.add_row(outcome.pair.label, outcome.pair.spec.policy,
@@ -92,11 +158,8 @@ def baseline_table(rows: Sequence[dict[str, Any]], baseline: str) -> Table:
     """Per job figures and their ratios to `baseline`, then the geometric mean per policy."""
     table = Table(title=f"Per job against {baseline} (users' own GPU counts and batch sizes)",
                   header_style="bold")
-    table.add_column("workload")
-    table.add_column("policy")
-    for header, _ in RATIO_FIELDS:
-        table.add_column(f"{header}/job", justify="right")
-        table.add_column(f"× {baseline}", justify="right")
+    headers = [f"{h}{suffix}" for h, _ in RATIO_FIELDS for suffix in (" /job", f" × {baseline}")]
+    add_columns(table, ["workload", "policy", *headers], left=2)
     for row in rows:
         cells = []
         for _, attr in RATIO_FIELDS:
@@ -123,9 +186,8 @@ def shift_table(rows: Sequence[dict[str, Any]]) -> Table:
     table = Table(title="Carbon-aware start times: each job's run against the same run started "
                   "at once (simulate without --carbon-slack to compare whole runs)",
                   header_style="bold")
-    for header in ("workload", "policy", "held jobs", "mean wait h", "kg CO2e at once",
-                   "kg CO2e", "saved", "deadlines missed"):
-        table.add_column(header, justify="left" if header in ("workload", "policy") else "right")
+    add_columns(table, ["workload", "policy", "held jobs", "mean wait h", "kg CO2e at once",
+                        "kg CO2e", "saved", "deadlines missed"], left=2)
     for row in rows:
         held = [j["held_s"] for j in row["jobs"] if j["held_s"] > 0]
         at_once = row["kgco2e_at_once"]
@@ -143,7 +205,7 @@ def report_table(rows: Sequence[SpendRow], by: str, title: str) -> Table:
     """`thrifty report`: one row per job, user or team, then the totals."""
     f = fmt_amount
     table = Table(title=title, header_style="bold")
-    table.add_column(by)
+    table.add_column(by, no_wrap=True, overflow="fold")
     for header in ("jobs", "GPU-h", "by kind", "USD", "kWh", "kg CO2e", "restart GPU-h",
                    "idle GPU-h", "queued h"):
         table.add_column(header, justify="right")
@@ -161,19 +223,37 @@ def report_table(rows: Sequence[SpendRow], by: str, title: str) -> Table:
     return table
 
 
-def advice_table(advice: Advice, what: str, top: int) -> Table:
-    """`thrifty advise`: the first `top` options, the Pareto front and the recommendation."""
+def advice_table(advice: Advice, what: str, top: int, deadline_h: float | None = None) -> Table:
+    """`thrifty advise`: the first `top` options, the Pareto front and the recommendation; with
+    a deadline, the options that miss it come last, below a line, dim and marked."""
     table = Table(title=f"Options for {what}", header_style="bold")
-    for header in ("option", "hours", "USD/h", "USD", "Pareto", ""):
+    headers = ["option", "hours", "USD/h", "USD", "Pareto"]
+    if deadline_h is not None:
+        headers.append(f"in {deadline_h:g} h")
+    for header in (*headers, ""):
         table.add_column(header, justify="left" if header == "option" else "right")
     shown = [o for i, o in enumerate(advice.options)
              if i < top or o.pareto or o is advice.recommended]
-    for o in shown:
+    for i, o in enumerate(shown):
+        if o.misses_deadline and (i == 0 or not shown[i - 1].misses_deadline):
+            table.add_section()
         mark = "← recommended" if o is advice.recommended else ""
-        table.add_row(o.label, fmt_amount(o.hours), fmt_amount(o.usd_per_hour),
-                      fmt_amount(o.usd), "●" if o.pareto else "", mark,
-                      style="bold" if o is advice.recommended else None)
+        cells = [o.label, fmt_amount(o.hours), fmt_amount(o.usd_per_hour), fmt_amount(o.usd),
+                 "●" if o.pareto else ""]
+        if deadline_h is not None:
+            cells.append("misses" if o.misses_deadline else "yes")
+        style = "bold" if o is advice.recommended else "dim" if o.misses_deadline else None
+        table.add_row(*cells, mark, style=style)
     return table
+
+
+def deadline_note(advice: Advice, deadline_h: float) -> str | None:
+    """The line under the advice table that says how many options miss the deadline."""
+    missing = sum(o.misses_deadline for o in advice.options)
+    if not missing:
+        return None
+    return (f"{missing} of {len(advice.options)} options miss the {deadline_h:g} h deadline: "
+            "they are marked 'misses' and listed after those in time (--top shows more rows)")
 
 
 def generate_table(rows: Sequence[tuple[str, str, str]]) -> Table:

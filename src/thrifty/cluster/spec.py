@@ -48,10 +48,14 @@ class _Strict(BaseModel):
 class Entrypoint(_Strict):
     """A Python script or module with its arguments; or, for rigid jobs, any command."""
 
-    script: str | None = None
-    module: str | None = None
-    command: list[str] | None = None
-    args: list[str] = Field(default_factory=list)
+    script: str | None = Field(None, description="A Python file to run (relative to working_dir).")
+    module: str | None = Field(None, description="A Python module to run, as python -m.")
+    command: list[str] | None = Field(
+        None, description="Rigid jobs only: any program and its arguments, as a list."
+    )
+    args: list[str] = Field(
+        default_factory=list, description="Arguments appended to the script, module or command."
+    )
 
     _no_nul = field_validator("script", "module", "command", "args")(_without_nul)
 
@@ -78,12 +82,16 @@ class Entrypoint(_Strict):
 class Resources(_Strict):
     """How many replicas (one per GPU, or per CPU slot) and of which kinds."""
 
-    min_replicas: int = Field(1, ge=1, le=4096)
-    max_replicas: int = Field(1, ge=1, le=4096)
+    min_replicas: int = Field(
+        1, ge=1, le=4096, description="Fewest replicas (GPUs or CPU slots) the job runs on."
+    )
+    max_replicas: int = Field(
+        1, ge=1, le=4096, description="Most replicas; a rigid job always gets exactly this many."
+    )
     gpu_kinds: list[str] = Field(
         default_factory=list, description="Allowed kinds; empty means any kind the cluster has."
     )
-    cpu_only: bool = False
+    cpu_only: bool = Field(False, description="Run on CPU slots, never on a GPU.")
 
     @model_validator(mode="after")
     def _consistent(self) -> Resources:
@@ -106,18 +114,38 @@ class Resources(_Strict):
 class JobSpec(_Strict):
     """One training job as its owner describes it."""
 
-    name: str = Field(pattern=NAME_PATTERN)
-    entrypoint: Entrypoint
-    working_dir: str = "."
-    env: dict[str, str] = Field(default_factory=dict)
-    resources: Resources = Field(default_factory=Resources)
-    mode: Literal["adaptive", "rigid"] = "adaptive"
-    preemptible: bool = True
-    owner: str = Field("", max_length=64)
-    team: str = Field("default", min_length=1, max_length=64)
-    priority: int = Field(0, ge=-100, le=100)
-    checkpoint_dir: str | None = None
-    max_restarts: int = Field(3, ge=0, le=100)
+    name: str = Field(
+        pattern=NAME_PATTERN, description="Letters, digits, '.', '_' and '-', at most 63."
+    )
+    entrypoint: Entrypoint = Field(description="What each replica runs: exactly one of these.")
+    working_dir: str = Field(
+        ".", description="Folder the replicas start in; relative to the spec file's folder."
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Environment variables for every replica."
+    )
+    resources: Resources = Field(
+        default_factory=Resources, description="How many replicas, and where."
+    )
+    mode: Literal["adaptive", "rigid"] = Field(
+        "adaptive", description="adaptive (thrifty.train, resized by the policy) or rigid."
+    )
+    preemptible: bool = Field(
+        True, description="Whether the policy may stop it for others (adaptive jobs must be)."
+    )
+    owner: str = Field(
+        "", max_length=64, description="Set by the server: the user whose token submitted it."
+    )
+    team: str = Field(
+        "default", min_length=1, max_length=64, description="Team billed and budgeted for it."
+    )
+    priority: int = Field(0, ge=-100, le=100, description="-100 to 100; higher goes first.")
+    checkpoint_dir: str | None = Field(
+        None, description="Where checkpoints go (default: a folder of the job under the home)."
+    )
+    max_restarts: int = Field(
+        3, ge=0, le=100, description="Failures it is restarted after before it counts as failed."
+    )
     batch_size: int | None = Field(
         None, ge=1, le=2**31 - 1,
         description="Total batch the owner asks for, for policies that honour it.",

@@ -290,6 +290,14 @@ class Store:
             return s.scalar(select(func.max(Attempt.number))
                             .where(Attempt.job_id == job_id)) or 0
 
+    def last_ended(self, job_ids: Sequence[str]) -> dict[str, float]:
+        """When each job's newest finished attempt ended (jobs that never ran are absent)."""
+        with self.session() as s:
+            rows = s.execute(select(Attempt.job_id, func.max(Attempt.ended_at))
+                             .where(Attempt.job_id.in_(list(job_ids)))
+                             .group_by(Attempt.job_id)).all()
+        return {job_id: ended for job_id, ended in rows if ended is not None}
+
     def usage_history(self, owner: str | None = None, since: float | None = None
                       ) -> list[tuple[JobRow, list[AllocationRow]]]:
         """Jobs in submission order, each with the allocations it held (oldest first): what a

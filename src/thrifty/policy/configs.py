@@ -20,6 +20,7 @@ from scipy.sparse import csr_array
 from thrifty.goodput import GoodputModel, progress_rate
 from thrifty.policy.base import Allocation, BasePolicy, ClusterView, JobView
 from thrifty.policy.placement import place_counts
+from thrifty.policy.solver_output import quiet_solver
 
 
 @dataclass(frozen=True)
@@ -201,16 +202,17 @@ def choose_configs(
         (configs.count[cols].astype(float), (kinds, np.arange(count))),
         shape=(len(configs.kinds), count),
     )
-    result = milp(
-        c=-values[rows, cols],
-        integrality=np.ones(count),
-        bounds=Bounds(0, 1),
-        constraints=[
-            LinearConstraint(one_each, -np.inf, 1),
-            LinearConstraint(per_kind, -np.inf, configs.capacity.astype(float)),
-        ],
-        options={"time_limit": time_limit_s, "mip_rel_gap": mip_rel_gap},
-    )
+    with quiet_solver():  # HiGHS prints debug lines to stdout, whatever its options say
+        result = milp(
+            c=-values[rows, cols],
+            integrality=np.ones(count),
+            bounds=Bounds(0, 1),
+            constraints=[
+                LinearConstraint(one_each, -np.inf, 1),
+                LinearConstraint(per_kind, -np.inf, configs.capacity.astype(float)),
+            ],
+            options={"time_limit": time_limit_s, "mip_rel_gap": mip_rel_gap},
+        )
     if result.x is None:  # the solver found nothing in time: leave everyone as they are
         return choice
     picked = np.flatnonzero(result.x > 0.5)

@@ -11,9 +11,13 @@ from fastapi.responses import Response
 from thrifty import __version__
 from thrifty.cluster.api.common import STATES, Plane, Who, errors, fail
 from thrifty.cluster.plane import ControlPlane
+from thrifty.cluster.spec import JobSpec
+from thrifty.cluster.states import QUEUED
 from thrifty.policy.base import NodeView
 
 router = APIRouter(tags=["cluster"])
+
+QUEUE_SHOWN = 50  # the longest-waiting jobs /cluster lists; the counts cover the rest
 
 
 def executor_nodes(plane: ControlPlane) -> tuple[NodeView, ...]:
@@ -60,6 +64,28 @@ def metrics_text(jobs_by_state: dict[str, int], gpus: dict[str, int],
     return "\n".join(out) + "\n"
 
 
+def queue(plane: ControlPlane, owner: str | None) -> list[dict[str, Any]]:
+    """The queued jobs the caller may see (an admin: everyone's), longest waiting first, with
+    what they asked for and since when they wait (submission, or the end of their last run)."""
+    store = plane.store
+    total = store.count_jobs(owner=owner, states=(QUEUED,))
+    rows = store.jobs(owner=owner, states=(QUEUED,), limit=QUEUE_SHOWN,
+                      offset=max(total - QUEUE_SHOWN, 0))[::-1]
+    ended = store.last_ended([r.id for r in rows])
+    out = []
+    for row in rows:
+        spec = JobSpec.model_validate(row.spec)
+        res = spec.resources
+        out.append({
+            "id": row.id, "name": row.name, "owner": row.owner, "priority": row.priority,
+            "mode": spec.mode, "min_replicas": res.min_replicas, "max_replicas": res.max_replicas,
+            "gpu_kinds": list(res.allowed_kinds() or ()),
+            "submitted_at": row.submitted_at,
+            "waiting_since": max(row.submitted_at, ended.get(row.id, 0.0)),
+        })
+    return sorted(out, key=lambda j: j["waiting_since"])
+
+
 @router.get("/cluster", summary="Nodes, their use, the queue and the scheduler",
             responses=errors(401, 503))
 def cluster(who: Who, plane: Plane) -> dict[str, Any]:
@@ -73,6 +99,7 @@ def cluster(who: Who, plane: Plane) -> dict[str, Any]:
                    "used": used.get(n.name, 0), "price_per_hour": n.price_per_hour}
                   for n in nodes],
         "jobs": plane.store.counts_by_state(),
+        "queue": queue(plane, None if who.admin else who.name),
         "rounds": plane.rounds,
         "last_round": None if last is None else {
             "started": last.started, "stopped": last.stopped, "finished": last.finished,
