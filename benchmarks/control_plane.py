@@ -105,7 +105,8 @@ def listing(home: Path, jobs: int, running: int, requests: int) -> list[tuple[st
     settings, store = open_store(home, "listing.db")
     token = store.add_user("admin", admin=True)
     fill_store(store, jobs, running)
-    plane = ControlPlane(store, LocalExecutor(slots=running), "thrifty", home=settings.home)
+    plane = ControlPlane(store, LocalExecutor(slots=running, isolation="none"), "thrifty",
+                         home=settings.home)
     rows = []
     try:
         with ApiServer(create_app(plane)) as server, httpx.Client(
@@ -131,7 +132,7 @@ def rows_built(plane: ControlPlane) -> int:
 def scheduling(home: Path, running: int, adaptive: int, rounds: int,
                policy: str) -> dict[str, Any]:
     settings, store = open_store(home, "rounds.db")
-    plane = ControlPlane(store, LocalExecutor(slots=running + adaptive), policy,
+    plane = ControlPlane(store, LocalExecutor(slots=running + adaptive, isolation="none"), policy,
                          home=settings.home, stop_grace_s=5.0)
     sleeper = home / "sleep.py"
     sleeper.write_text("import time\ntime.sleep(3600)\n")

@@ -162,7 +162,9 @@ def run_live_demo(home: Path, policy: str = "thrifty", slots: int | None = None,
     if home.exists():
         shutil.rmtree(home)
     home.mkdir(parents=True)
-    executor = LocalExecutor(slots=slots, gpu_kind=settings.gpu_kind)
+    # The demo runs thrifty's own examples on the user's machine, and its jobs watch stop files
+    # the demo writes beside them, which a sandbox would hide: it chooses no sandbox, and says so.
+    executor = LocalExecutor(slots=slots, gpu_kind=settings.gpu_kind, isolation="none")
     capacity = executor.nodes()[0].num_gpus
     store = Store(f"sqlite:///{home / 'thrifty.db'}")
     plane = ControlPlane(store, executor, policy, interval_s=interval_s, home=home,
@@ -176,7 +178,8 @@ def run_live_demo(home: Path, policy: str = "thrifty", slots: int | None = None,
     console.print(
         f"[bold]thrifty demo[/]: {len(plan)} real training jobs (thrifty.train examples) submitted "
         f"over {plan[-1][0]:.0f} s to the embedded control plane; the {policy} policy shares "
-        f"{capacity} CPU slot(s) among them every {interval_s:.0f} s."
+        f"{capacity} CPU slot(s) among them every {interval_s:.0f} s. Jobs run without a "
+        "sandbox (isolation none: the demo's own examples)."
     )
     start = time.monotonic()
     submitted: list[str] = []
