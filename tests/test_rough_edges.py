@@ -139,11 +139,11 @@ def _render(table: object, width: int = 200) -> str:
 
 
 def test_small_amounts_read_without_exponents() -> None:
-    from thrifty.accounting.ledger import ReportRow
+    from thrifty.accounting.ledger import SpendRow
     from thrifty.cli.output import fmt_amount, fmt_metric
     from thrifty.cli.tables import report_table
 
-    tiny = ReportRow(key="vision", jobs=1, gpu_hours_by_kind={"aws": 4.36e-07},
+    tiny = SpendRow(key="vision", jobs=1, gpu_hours_by_kind={"aws": 4.36e-07},
                      gpu_hours=4.36e-07, usd=4.36e-07, kwh=1.2e-05, kgco2e=3e-06,
                      restart_gpu_hours=0.0, idle_gpu_hours=0.004, queue_h=0.25)
     text = _render(report_table([tiny], "team", "tiny"))
