@@ -72,7 +72,8 @@ def _fmt(value: float | None, digits: int = 0) -> str:
     return "—" if value is None else f"{value:,.{digits}f}"
 
 
-def _age(seconds: float) -> str:
+def age(seconds: float) -> str:
+    """A duration as people say it: seconds, minutes, then hours."""
     if seconds < 120:
         return f"{seconds:.0f} s"
     if seconds < 7200:
@@ -201,7 +202,7 @@ def jobs_table(jobs: Sequence[dict[str, Any]], now: float) -> Table:
         table.add_row(
             job["id"], job["owner"], f"[{STATE_COLOURS.get(job['state'], '')}]{state}[/]",
             str(job["replicas"] or "—"), _fmt(job["batch_size"]), _fmt(job["epoch"]),
-            _fmt(job["goodput"]), str(job["restarts"]), _age(now - job["submitted_at"]),
+            _fmt(job["goodput"]), str(job["restarts"]), age(now - job["submitted_at"]),
         )
     return table
 
@@ -350,7 +351,7 @@ def queue_table(queue: Sequence[dict[str, Any]], queued: int, now: float) -> Tab
         since = time.strftime("%H:%M:%S", time.localtime(job["waiting_since"]))
         table.add_row(job["id"], escape(job["owner"]), escape(job["name"]),
                       f"{count} × {escape(kinds)} ({job['mode']})",
-                      f"{_age(now - job['waiting_since'])} (since {since})")
+                      f"{age(now - job['waiting_since'])} (since {since})")
     return table
 
 

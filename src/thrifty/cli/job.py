@@ -15,7 +15,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from thrifty.cli.cluster import api_client
+from thrifty.cli.cluster import age, api_client
 from thrifty.cli.options import ServerOpt, TokenOpt
 from thrifty.cli.output import results_console
 from thrifty.cluster.states import STATE_COLOURS
@@ -39,14 +39,6 @@ def _decision(last: dict[str, Any] | None) -> str:
     if proposed == granted:
         return f"granted {_allocation(granted)}"
     return f"the policy proposed {_allocation(proposed)}; granted {_allocation(granted)}"
-
-
-def _age(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f} s ago"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min ago"
-    return f"{seconds / 3600:.1f} h ago"
 
 
 def job_command(
@@ -79,7 +71,7 @@ def job_command(
         for header in ("when", "kind", "message"):
             table.add_column(header)
         for event in events:
-            table.add_row(_age(now - event["at"]), escape(event["kind"]),
+            table.add_row(f"{age(now - event['at'])} ago", escape(event["kind"]),
                           escape(event["message"]))
         out.print(table)
     if not job["attempts"]:

@@ -60,8 +60,8 @@ def _below_shown(value: float) -> str | None:
     return f"<{SMALLEST_SHOWN:g}" if value > 0 else f">-{SMALLEST_SHOWN:g}"
 
 
-def fmt_metric(value: float) -> str:
-    """About three significant figures, without switching to exponents for small values."""
+def _figure(value: float, small: str) -> str:
+    """Whole above 100, one decimal above 10, else `small`'s format; never an exponent."""
     if not math.isfinite(value):
         return "–"
     size = abs(value)
@@ -69,17 +69,15 @@ def fmt_metric(value: float) -> str:
         return f"{value:.0f}"
     if size >= 10:
         return f"{value:.1f}"
-    return _below_shown(value) or f"{value:.2f}"
+    return _below_shown(value) or format(value, small)
+
+
+def fmt_metric(value: float) -> str:
+    """About three significant figures, without switching to exponents for small values."""
+    return _figure(value, ".2f")
 
 
 def fmt_amount(value: float) -> str:
     """Hours, USD, kWh and kg in the accounting tables: whole above 100, else three figures,
     and `<0.01` for what rounds to nothing."""
-    if not math.isfinite(value):
-        return "–"
-    size = abs(value)
-    if size >= 100:
-        return f"{value:.0f}"
-    if size >= 10:
-        return f"{value:.1f}"
-    return _below_shown(value) or f"{value:.3g}"
+    return _figure(value, ".3g")

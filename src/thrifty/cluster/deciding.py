@@ -140,24 +140,9 @@ def decide(
     *,
     restart_s: float,
     quotas: Mapping[str, Mapping[str, int]],
-) -> dict[str, Allocation]:
-    """Allocations for the active `jobs` that should run now (before budgets)."""
-    return decide_round(jobs, facts, cluster, now, policy, restart_s=restart_s,
-                        quotas=quotas).within_quotas
-
-
-def decide_round(
-    jobs: Sequence[JobRow],
-    facts: JobFacts,
-    cluster: ClusterView,
-    now: float,
-    policy: Policy,
-    *,
-    restart_s: float,
-    quotas: Mapping[str, Mapping[str, int]],
 ) -> RoundDecision:
-    """`decide`, with what each stage granted (budgets are the caller's: `granted` is
-    `within_quotas` here)."""
+    """Allocations for the active `jobs` that should run now, with what each stage granted
+    (budgets are the caller's: `granted` is `within_quotas` here)."""
     ready = eligible(jobs, now)
     specs = {j.id: facts.spec(j) for j in ready}
     rigid = [j for j in ready if not specs[j.id].adaptive]

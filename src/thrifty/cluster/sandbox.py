@@ -54,28 +54,24 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+def _others_cannot_read(path: Path) -> bool:
+    try:
+        mode = path.lstat().st_mode
+    except OSError:
+        return False
+    return not path.is_symlink() and not mode & 0o004
+
+
 def _owner_only(root: Path) -> tuple[list[Path], list[Path]]:
     """Files and folders under `root` that others may not read (/etc/shadow, private keys): the
     sandbox hides them, so a job sees of /etc what any user of the machine could."""
     files, folders = [], []
     for base, dirs, names in os.walk(root):
         for name in list(dirs):
-            path = Path(base, name)
-            try:
-                mode = path.lstat().st_mode
-            except OSError:
-                continue
-            if not path.is_symlink() and not mode & 0o004:
-                folders.append(path)
-                dirs.remove(name)
-        for name in names:
-            path = Path(base, name)
-            try:
-                mode = path.lstat().st_mode
-            except OSError:
-                continue
-            if not path.is_symlink() and not mode & 0o004:
-                files.append(path)
+            if _others_cannot_read(Path(base, name)):
+                folders.append(Path(base, name))
+                dirs.remove(name)  # hidden whole: nothing below it needs listing
+        files.extend(Path(base, n) for n in names if _others_cannot_read(Path(base, n)))
     return files, folders
 
 

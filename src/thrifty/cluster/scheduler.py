@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from thrifty.cluster import reasons
 from thrifty.cluster.budgets import LiveBudgets
-from thrifty.cluster.deciding import JobFacts, RoundDecision, decide_round, eligible
+from thrifty.cluster.deciding import JobFacts, RoundDecision, decide, eligible
 from thrifty.cluster.executor import LOST, AttemptStatus, Executor, Launch
 from thrifty.cluster.schema import AllocationRow, Attempt, Event, JobRow
 from thrifty.cluster.states import (
@@ -288,7 +288,7 @@ class Scheduler:
     def decide(self, jobs: list[JobRow], cluster: ClusterView,
                now: float) -> dict[str, Allocation]:
         """Allocations for every active job that should run now, within quotas and budgets."""
-        decision = decide_round(jobs, self.facts, cluster, now, self.policy,
+        decision = decide(jobs, self.facts, cluster, now, self.policy,
                                 restart_s=self.config.restart_s, quotas=self.config.quotas)
         wanted = decision.within_quotas
         if self.budgets is not None:
