@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from thrifty import __version__
-from thrifty.cli import accounting, cluster, demo, simulate, workload
+from thrifty.cli import accounting, cluster, demo, simulate, tune, workload
 
 app = typer.Typer(
     name="thrifty",
@@ -45,5 +45,6 @@ demo.register(app)  # thrifty demo
 workload.register(app)  # thrifty workload generate
 accounting.register(app)  # thrifty report, thrifty advise
 cluster.register(app)  # thrifty server, submit, jobs, logs, cancel, cluster, users
+tune.register(app)  # thrifty tune simulate, thrifty tune validate
 
 __all__ = ["app"]
