@@ -191,7 +191,8 @@ class _Replay:
         status = self.sweep.status()
         return SimResult(
             strategy=self.strategy, seed=self.settings.seed,
-            improvements=tuple(self.improvements), total_slot_hours=self.slot_s / 3600, makespan_s=self.now, best=self.best,
+            improvements=tuple(self.improvements), total_slot_hours=self.slot_s / 3600,
+            makespan_s=self.now, best=self.best,
             started=status.suggested, pruned=status.pruned, completed=status.completed,
             peak_slots=self.peak, trial_epochs=tuple(self.epochs[i] for i in sorted(self.epochs)),
         )
