@@ -26,7 +26,7 @@ from rich.table import Table
 from thrifty.cli.output import results_console
 from thrifty.cli.tune import SHIPPED_CURVES
 from thrifty.errors import ThriftyError
-from thrifty.tune.compare import Comparison, compare
+from thrifty.tune.compare import TARGET_MARGIN, Comparison, compare
 from thrifty.tune.recorded import read_curves
 from thrifty.tune.simulate import STRATEGIES, SimSettings
 from thrifty.tune.speedup import SpeedupTable
@@ -47,7 +47,7 @@ def ratios_table(comparisons: list[Comparison]) -> Table:
                         "(medians over seeds), speed-ups (median per-seed ratios)")
     for name in ("model", "target", "random s", "asha s", "thrifty s", "random slot-h",
                  "asha slot-h", "thrifty slot-h", "asha vs random", "thrifty vs random",
-                 "thrifty vs asha", "reached r/a/t"):
+                 "thrifty vs asha", "total slot-h r/a/t", "reached r/a/t"):
         table.add_column(name, justify="left" if name == "model" else "right")
     for c in comparisons:
         by = {s.strategy: s for s in c.summaries}
@@ -58,6 +58,7 @@ def ratios_table(comparisons: list[Comparison]) -> Table:
             _n(r.slot_hours_to_target, 3), _n(a.slot_hours_to_target, 3),
             _n(t.slot_hours_to_target, 3),
             _x(a.vs_random), _x(t.vs_random), _x(t.vs_asha),
+            "/".join(f"{s.total_slot_hours:.3g}" for s in (r, a, t)),
             f"{r.reached}/{a.reached}/{t.reached}",
         )
     return table
@@ -91,9 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reduction-factor", type=int, default=3)
     parser.add_argument("--rung-weight", type=float, default=1.0)
     parser.add_argument("--restart-s", type=float, default=5.0)
+    parser.add_argument("--margin", type=float, default=TARGET_MARGIN,
+                        help="target = random-full's best minus this (default 0.005)")
     args = parser.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     console = results_console()
+    console.width = max(console.width, 200)
     try:
         source = read_curves(args.curves)
         comparisons = []
@@ -103,13 +107,15 @@ def main(argv: list[str] | None = None) -> int:
                                    grace_epochs=args.grace_epochs,
                                    reduction_factor=args.reduction_factor,
                                    rung_weight=args.rung_weight, restart_s=args.restart_s)
-            comparisons.append(compare(source, settings, list(range(args.seeds)), STRATEGIES))
+            comparisons.append(compare(source, settings, list(range(args.seeds)), STRATEGIES,
+                                       margin=args.margin))
     except ThriftyError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     console.print(f"curves {args.curves}: {args.slots} slots, {args.trials} trials, "
                   f"{args.seeds} seeds, ASHA grace {args.grace_epochs} η {args.reduction_factor}"
-                  f", rung weight {args.rung_weight:g}, restart {args.restart_s:g} s "
+                  f", rung weight {args.rung_weight:g}, restart {args.restart_s:g} s, margin "
+                  f"{args.margin:g} "
                   f"({time.perf_counter() - started:.0f} s of simulation)")
     console.print(ratios_table(comparisons))
     console.print(speedup_table(source, source.models(), args.slots))

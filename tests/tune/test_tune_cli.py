@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from conftest import FIXTURE
 from test_tune_spec import GOOD
 from typer.testing import CliRunner
 
+from conftest import FIXTURE
 from thrifty.cli import app
 
 

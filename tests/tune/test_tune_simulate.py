@@ -116,6 +116,9 @@ def test_compare_sets_targets_from_random_full(small_curves) -> None:
         assert summary.vs_random is not None and summary.vs_random > 0
         assert summary.vs_asha is not None
     assert result.summaries[0].vs_asha == 1.0
+    strict = compare(small_curves, settings, [0], ["random-full"], margin=0.0)
+    assert strict.targets == (full[0].best,)
+    assert strict.summaries[0].reached == 1
 
 
 def test_to_target_is_infinite_when_never_reached(small_curves) -> None:

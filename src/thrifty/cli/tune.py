@@ -79,6 +79,9 @@ def tune_simulate(
     restart_s: Annotated[
         float, typer.Option(help="thrifty: seconds a trial pauses when it is resized.")
     ] = 5.0,
+    margin: Annotated[
+        float, typer.Option(help="Target: the best accuracy random-full reaches, minus this.")
+    ] = 0.005,
 ) -> None:
     """Replay sweeps on simulated slots and compare the strategies' time to target."""
     import optuna
@@ -106,7 +109,7 @@ def tune_simulate(
                                    grace_epochs=grace_epochs,
                                    reduction_factor=reduction_factor, rung_weight=rung_weight,
                                    restart_s=restart_s)
-            comparison = compare(source, settings, list(range(seeds)), chosen)
+            comparison = compare(source, settings, list(range(seeds)), chosen, margin=margin)
             console.print(comparison_table(comparison))
     except ThriftyError as err:
         fail(err)

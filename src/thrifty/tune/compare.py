@@ -72,8 +72,10 @@ def compare(
     seeds: Sequence[int],
     strategies: Sequence[Strategy] = STRATEGIES,
     progress: Callable[[str], None] | None = None,
+    margin: float = TARGET_MARGIN,
 ) -> Comparison:
-    """Run every strategy (and random-full, which sets the targets) for every seed."""
+    """Run every strategy (and random-full, which sets the targets: its best minus `margin`)
+    for every seed."""
     if not seeds:
         raise ThriftyError("give at least one seed")
     speedups = SpeedupTable(source, settings.model)
@@ -85,7 +87,7 @@ def compare(
                 progress(f"{settings.model} {strategy} seed {seed}")
             runs[strategy].append(simulate(source, strategy, replace(settings, seed=seed),
                                            speedups))
-    targets = tuple(r.best - TARGET_MARGIN for r in runs["random-full"])
+    targets = tuple(r.best - margin for r in runs["random-full"])
     summaries = tuple(_summary(s, runs, targets) for s in strategies)
     return Comparison(settings.model, settings, tuple(seeds), targets, summaries)
 
