@@ -10,7 +10,7 @@ from tune_toys import compute_bound_curves
 
 from thrifty.errors import InputError, ThriftyError
 from thrifty.tune.compare import TARGET_MARGIN, compare, parse_strategies
-from thrifty.tune.recorded import Config, curves_from_rows
+from thrifty.tune.recorded import Config, curves_from_rows, from_curve_set
 from thrifty.tune.simulate import (
     STRATEGIES,
     ConfigSpace,
@@ -139,3 +139,16 @@ def test_bad_inputs_are_named(small_curves) -> None:
         curves_from_rows([row])
     with pytest.raises(InputError, match="epoch_s"):
         curves_from_rows([{**row, "epoch": "1", "epoch_s": "0"}])
+
+
+def test_from_curve_set_reads_runs_that_carry_their_config(small_curves) -> None:
+    from types import SimpleNamespace
+
+    config = small_curves.configs("digits-mlp")[0]
+    curve = small_curves.curve("digits-mlp", config, 0)
+    run = SimpleNamespace(
+        config=SimpleNamespace(model="digits-mlp", **config.as_params()), seed=0,
+        accuracy=curve.accuracy, epoch_s=curve.epoch_s, samples=(curve.samples,) * curve.epochs,
+    )
+    held = from_curve_set([run])
+    assert held.models() == ["digits-mlp"] and held.curve("digits-mlp", config, 0) == curve

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from thrifty.errors import InputError, ThriftyError
 
@@ -135,3 +135,18 @@ def read_curves(path: Path | str) -> RecordedCurves:
         if missing:
             raise InputError(str(path), f"missing columns {', '.join(missing)}", line=1)
         return curves_from_rows(reader, str(path))
+
+
+def from_curve_set(curves: Iterable[Any]) -> RecordedCurves:
+    """The simulator's view of any iterable of recorded runs that carry `config` (with `model`,
+    `lr`, `batch_size`, `width`, `weight_decay`), `seed`, `accuracy`, `epoch_s` and `samples`
+    (a count, or one count per epoch): such as `thrifty.tune.curves.CurveSet`."""
+    held = {}
+    for run in curves:
+        c = run.config
+        samples = run.samples if isinstance(run.samples, int) else run.samples[0]
+        config = Config(float(c.lr), int(c.batch_size), int(c.width), float(c.weight_decay))
+        accuracy = tuple(a if math.isfinite(a) else 0.0 for a in run.accuracy)
+        held[(c.model, config, int(run.seed))] = Curve(accuracy, tuple(run.epoch_s),
+                                                        int(samples))
+    return RecordedCurves(held)
