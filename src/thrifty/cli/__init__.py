@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from thrifty import __version__
-from thrifty.cli import accounting, cluster, demo, simulate, workload
+from thrifty.cli import accounting, cluster, demo, simulate, tune, workload
 from thrifty.cli.options import Group, use_command_classes
 
 app = typer.Typer(
@@ -47,6 +47,7 @@ demo.register(app)  # thrifty demo
 workload.register(app)  # thrifty workload generate
 accounting.register(app)  # thrifty report, thrifty advise
 cluster.register(app)  # thrifty server, submit, jobs, logs, cancel, cluster, users
+tune.register(app)  # thrifty tune simulate, thrifty tune validate
 use_command_classes(app)  # after every command: flags show no metavar
 
 __all__ = ["app"]
