@@ -1,0 +1,1 @@
+"""Hyperparameter sweeps whose trials are adaptive jobs, stopped early when hopeless."""
