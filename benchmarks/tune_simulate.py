@@ -24,10 +24,9 @@ import optuna
 from rich.table import Table
 
 from thrifty.cli.output import results_console
-from thrifty.cli.tune import SHIPPED_CURVES
 from thrifty.errors import ThriftyError
 from thrifty.tune.compare import TARGET_MARGIN, Comparison, compare
-from thrifty.tune.recorded import read_curves
+from thrifty.tune.curves import load_curves
 from thrifty.tune.simulate import STRATEGIES, SimSettings
 from thrifty.tune.speedup import SpeedupTable
 
@@ -83,7 +82,7 @@ def speedup_table(source, models: list[str], slots: int) -> Table:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--curves", type=Path, default=SHIPPED_CURVES,
+    parser.add_argument("--curves", type=Path, default=None,
                         help="learning-curve CSV (default: the shipped curves)")
     parser.add_argument("--slots", type=int, default=64)
     parser.add_argument("--trials", type=int, default=256)
@@ -99,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     console = results_console()
     console.width = max(console.width, 200)
     try:
-        source = read_curves(args.curves)
+        source = load_curves(args.curves)
         comparisons = []
         started = time.perf_counter()
         for model in source.models():
@@ -112,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     except ThriftyError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    console.print(f"curves {args.curves}: {args.slots} slots, {args.trials} trials, "
+    console.print(f"curves {args.curves or 'shipped'}: {args.slots} slots, {args.trials} trials, "
                   f"{args.seeds} seeds, ASHA grace {args.grace_epochs} η {args.reduction_factor}"
                   f", rung weight {args.rung_weight:g}, restart {args.restart_s:g} s, margin "
                   f"{args.margin:g} "

@@ -9,7 +9,7 @@ import optuna
 import pytest
 from tune_toys import compute_bound_curves
 
-from thrifty.tune.recorded import RecordedCurves, read_curves
+from thrifty.tune.curves import CurveSet, load_curves
 
 FIXTURE = Path(__file__).parent / "fixtures" / "small_curves.csv"
 
@@ -17,11 +17,11 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
 @pytest.fixture(scope="session")
-def small_curves() -> RecordedCurves:
+def small_curves() -> CurveSet:
     """Real curves: an MLP on the digits, 3 learning rates × 2 batch sizes × 2 widths × 2 seeds."""
-    return read_curves(FIXTURE)
+    return load_curves(FIXTURE)
 
 
 @pytest.fixture(scope="session")
-def toy_curves() -> RecordedCurves:
+def toy_curves() -> CurveSet:
     return compute_bound_curves()

@@ -8,9 +8,9 @@ from dataclasses import replace
 import pytest
 from tune_toys import compute_bound_curves
 
-from thrifty.errors import InputError, ThriftyError
+from thrifty.errors import ThriftyError
 from thrifty.tune.compare import TARGET_MARGIN, compare, parse_strategies
-from thrifty.tune.recorded import Config, curves_from_rows, from_curve_set
+from thrifty.tune.curves import Config
 from thrifty.tune.simulate import (
     STRATEGIES,
     ConfigSpace,
@@ -102,7 +102,7 @@ def test_step_overhead_bound_trials_gain_nothing(small_curves) -> None:
 def test_config_space_maps_to_nearest_recorded(small_curves) -> None:
     space = ConfigSpace(small_curves, "digits-mlp")
     assert space.values["batch_size"] == [16, 128]
-    exact = Config(0.03, 16, 128, 0.0)
+    exact = Config("digits-mlp", 0.03, 16, 128, 0.0)
     assert space.nearest(exact.as_params()) == exact
 
 
@@ -132,23 +132,3 @@ def test_bad_inputs_are_named(small_curves) -> None:
         parse_strategies("random-full,bohb")
     with pytest.raises(ThriftyError, match="no curves for model 'resnet'"):
         simulate(small_curves, "thrifty", SimSettings(model="resnet"))
-    row = {"model": "m", "lr": "0.1", "batch_size": "8", "width": "4", "weight_decay": "0",
-           "seed": "0", "epoch": "2", "accuracy": "0.5", "loss": "1", "epoch_s": "1",
-           "samples": "80"}
-    with pytest.raises(InputError, match=r"do not run 1\.\.E"):
-        curves_from_rows([row])
-    with pytest.raises(InputError, match="epoch_s"):
-        curves_from_rows([{**row, "epoch": "1", "epoch_s": "0"}])
-
-
-def test_from_curve_set_reads_runs_that_carry_their_config(small_curves) -> None:
-    from types import SimpleNamespace
-
-    config = small_curves.configs("digits-mlp")[0]
-    curve = small_curves.curve("digits-mlp", config, 0)
-    run = SimpleNamespace(
-        config=SimpleNamespace(model="digits-mlp", **config.as_params()), seed=0,
-        accuracy=curve.accuracy, epoch_s=curve.epoch_s, samples=(curve.samples,) * curve.epochs,
-    )
-    held = from_curve_set([run])
-    assert held.models() == ["digits-mlp"] and held.curve("digits-mlp", config, 0) == curve

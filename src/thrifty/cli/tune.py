@@ -18,9 +18,6 @@ tune_app = typer.Typer(
     no_args_is_help=True,
 )
 
-SHIPPED_CURVES = Path(__file__).resolve().parents[1] / "tune" / "data" / "curves.csv"
-
-
 def _ratio(value: float | None) -> str:
     if value is None:
         return "–"
@@ -87,7 +84,7 @@ def tune_simulate(
     import optuna
 
     from thrifty.tune.compare import compare, parse_strategies
-    from thrifty.tune.recorded import read_curves
+    from thrifty.tune.curves import load_curves
     from thrifty.tune.simulate import SimSettings
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -96,13 +93,12 @@ def tune_simulate(
         for flag, value in (("--slots", slots), ("--trials", trials), ("--seeds", seeds)):
             if value < 1:
                 raise ThriftyError(f"{flag} must be at least 1, got {value}")
-        path = curves or SHIPPED_CURVES
-        if curves is None and not path.is_file():
-            raise ThriftyError(f"no shipped curves at {path}; pass --curves PATH")
-        source = read_curves(path)
+        source = load_curves(curves)  # the shipped recording when no --curves
         models = model or source.models()
-        for name in models:
-            source.configs(name)  # names the recorded models when one is unknown
+        unknown = [name for name in models if not source.configs(name)]
+        if unknown:
+            raise ThriftyError(f"--model: no curves for {', '.join(unknown)}; recorded: "
+                               f"{', '.join(source.models())}")
         console = results_console()
         for name in models:
             settings = SimSettings(model=name, slots=slots, trials=trials,

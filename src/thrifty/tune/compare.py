@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from statistics import median
 
 from thrifty.errors import ThriftyError
-from thrifty.tune.recorded import CurveSource
+from thrifty.tune.curves import CurveSet
 from thrifty.tune.simulate import STRATEGIES, SimResult, SimSettings, Strategy, simulate
 from thrifty.tune.speedup import SpeedupTable
 
@@ -67,7 +67,7 @@ def _ratio(base: SimResult, other: SimResult, target: float) -> float:
 
 
 def compare(
-    source: CurveSource,
+    source: CurveSet,
     settings: SimSettings,
     seeds: Sequence[int],
     strategies: Sequence[Strategy] = STRATEGIES,

@@ -27,6 +27,7 @@ HEADER = (
     "accuracy", "loss", "epoch_s", "samples",
 )
 MODELS = ("digits-mlp", "digits-cnn", "mnist1d-cnn")
+HYPERPARAMETERS = ("lr", "batch_size", "width", "weight_decay")
 SHIPPED = "curves.csv"
 
 
@@ -39,6 +40,10 @@ class Config:
     batch_size: int
     width: int
     weight_decay: float
+
+    def as_params(self) -> dict[str, float | int]:
+        """The hyperparameters alone, as a sampler suggests them."""
+        return {name: getattr(self, name) for name in HYPERPARAMETERS}
 
     def label(self) -> str:
         return (
@@ -115,7 +120,9 @@ class CurveSet:
         return iter(self.curves)
 
     def models(self) -> tuple[str, ...]:
-        return tuple(m for m in MODELS if any(c.config.model == m for c in self.curves))
+        """The models held: the examples' in their usual order, then any others by name."""
+        held = {c.config.model for c in self.curves}
+        return (*(m for m in MODELS if m in held), *sorted(held - set(MODELS)))
 
     def configs(self, model: str | None = None) -> tuple[Config, ...]:
         """The distinct configurations, sorted; only `model`'s when given."""

@@ -25,8 +25,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from thrifty.errors import ThriftyError
+from thrifty.tune.curves import HYPERPARAMETERS, Config, Curve, CurveSet
 from thrifty.tune.engine import Sweep
-from thrifty.tune.recorded import HYPERPARAMETERS, Config, Curve, CurveSource
 from thrifty.tune.spec import SweepSpec, validate_sweep
 from thrifty.tune.speedup import ReplicaSpeedup, SpeedupTable
 
@@ -107,8 +107,11 @@ class ConfigSpace:
     hyperparameter over its recorded values; a sampled combination that was not recorded
     replays the nearest recorded one (fewest steps along each hyperparameter's sorted values)."""
 
-    def __init__(self, source: CurveSource, model: str) -> None:
+    def __init__(self, source: CurveSet, model: str) -> None:
         self.configs = source.configs(model)
+        if not self.configs:
+            raise ThriftyError(f"no curves for model {model!r}; recorded: "
+                               f"{', '.join(source.models())}")
         self.values = {name: sorted({getattr(c, name) for c in self.configs})
                        for name in HYPERPARAMETERS}
         self._ranks = [self._rank(c.as_params()) for c in self.configs]
@@ -145,13 +148,13 @@ def sweep_spec(strategy: Strategy, settings: SimSettings, space: ConfigSpace,
     })
 
 
-def max_epochs_of(source: CurveSource, model: str) -> int:
+def max_epochs_of(source: CurveSet, model: str) -> int:
     """Epochs every recorded curve of the model has."""
     configs = source.configs(model)
-    return min(source.curve(model, c, s).epochs for c in configs for s in source.seeds(model, c))
+    return min(source.curve(c, s).epochs for c in configs for s in source.seeds(c))
 
 
-def simulate(source: CurveSource, strategy: Strategy, settings: SimSettings,
+def simulate(source: CurveSet, strategy: Strategy, settings: SimSettings,
              speedups: SpeedupTable | None = None) -> SimResult:
     """Replay one sweep of `settings.trials` trials on `settings.slots` slots."""
     if strategy not in STRATEGIES:
@@ -163,7 +166,7 @@ def simulate(source: CurveSource, strategy: Strategy, settings: SimSettings,
 
 
 class _Replay:
-    def __init__(self, source: CurveSource, strategy: Strategy, settings: SimSettings,
+    def __init__(self, source: CurveSet, strategy: Strategy, settings: SimSettings,
                  speedups: SpeedupTable) -> None:
         self.source, self.strategy, self.settings = source, strategy, settings
         self.speedups = speedups
@@ -207,11 +210,11 @@ class _Replay:
             if trial is None:
                 break
             config = self.space.nearest(trial.params)
-            seeds = self.source.seeds(self.settings.model, config)
+            seeds = self.source.seeds(config)
             pick = random.Random(f"{self.settings.seed}:{trial.id}").choice(seeds)
             speed = self.speedups.for_config(config)
             self.running[trial.id] = _Running(
-                id=trial.id, curve=self.source.curve(self.settings.model, config, pick),
+                id=trial.id, curve=self.source.curve(config, pick),
                 batch_size=config.batch_size, speed=speed, start_s=self.now, resume_s=self.now,
                 cap=speed.useful_replicas(config.batch_size, self.settings.slots),
             )

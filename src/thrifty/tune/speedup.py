@@ -28,7 +28,7 @@ import numpy as np
 from scipy.optimize import nnls
 
 from thrifty.goodput.throughput import ThroughputParams, step_time
-from thrifty.tune.recorded import Config, CurveSource
+from thrifty.tune.curves import Config, CurveSet
 
 SYNC_RATIO = 0.5  # one all-reduce ≈ half the fixed per-step cost (assumption, see above)
 SYNC_GROWTH = 0.1  # ... and 10% more per replica beyond two
@@ -89,13 +89,13 @@ def fit_compute(points: list[tuple[int, float]]) -> tuple[float, float]:
 class SpeedupTable:
     """One `ReplicaSpeedup` per (model, width), fitted from a curve source."""
 
-    def __init__(self, source: CurveSource, model: str, sync_ratio: float = SYNC_RATIO,
+    def __init__(self, source: CurveSet, model: str, sync_ratio: float = SYNC_RATIO,
                  min_local_batch: int = MIN_LOCAL_BATCH) -> None:
         by_width: dict[int, list[tuple[int, float]]] = defaultdict(list)
         for config in source.configs(model):
-            for seed in source.seeds(model, config):
-                curve = source.curve(model, config, seed)
-                steps = math.ceil(curve.samples / config.batch_size)
+            for seed in source.seeds(config):
+                curve = source.curve(config, seed)
+                steps = math.ceil(curve.samples[0] / config.batch_size)
                 by_width[config.width].append((config.batch_size, median(curve.epoch_s) / steps))
         self.models = {
             width: ReplicaSpeedup(params_from(*fit_compute(points), sync_ratio), min_local_batch)
