@@ -83,7 +83,7 @@ def test_torch_trainer_trains_and_resumes_from_thrifty_checkpoint_after_a_worker
     log = tmp_path / "driver.log"
     start = time.monotonic()
     node, address = start_node(HEAD_IP, num_cpus=2)
-    # Ray's own helper processes (Ray Train's placement-group cleaner) look the cluster up again;
+    # Ray's own background processes (Ray Train's placement-group cleaner) look the cluster up;
     # with another loopback cluster up beside this one (the cluster tests'), they must be told.
     monkeypatch.setenv("RAY_ADDRESS", address)
     driver = None
