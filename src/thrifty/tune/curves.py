@@ -337,46 +337,25 @@ def _integer(raw: str) -> int:
         raise ValueError("expected a whole number") from None
 
 
-def _positive_float(raw: str) -> float:
-    value = _number(raw)
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError("expected a finite number above 0")
-    return value
+def _checked(parse: Callable[[str], Any], ok: Callable[[Any], bool],
+             expected: str) -> Callable[[str], Any]:
+    """`parse`, then a range check whose error says what was expected."""
+    def check(raw: str) -> Any:
+        value = parse(raw)
+        if not ok(value):
+            raise ValueError(f"expected {expected}")
+        return value
+    return check
 
 
-def _non_negative_float(raw: str) -> float:
-    value = _number(raw)
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError("expected a finite number of at least 0")
-    return value
-
-
-def _fraction(raw: str) -> float:
-    value = _number(raw)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError("expected an accuracy between 0 and 1")
-    return value
-
-
-def _loss(raw: str) -> float:
-    value = _number(raw)
-    if value < 0:
-        raise ValueError("expected a loss of at least 0 (inf for a diverged epoch)")
-    return value
-
-
-def _positive_int(raw: str) -> int:
-    value = _integer(raw)
-    if value < 1:
-        raise ValueError("expected a whole number of at least 1")
-    return value
-
-
-def _non_negative_int(raw: str) -> int:
-    value = _integer(raw)
-    if value < 0:
-        raise ValueError("expected a whole number of at least 0")
-    return value
+_positive_float = _checked(_number, lambda v: math.isfinite(v) and v > 0,
+                           "a finite number above 0")
+_non_negative_float = _checked(_number, lambda v: math.isfinite(v) and v >= 0,
+                               "a finite number of at least 0")
+_fraction = _checked(_number, lambda v: 0.0 <= v <= 1.0, "an accuracy between 0 and 1")
+_loss = _checked(_number, lambda v: v >= 0, "a loss of at least 0 (inf for a diverged epoch)")
+_positive_int = _checked(_integer, lambda v: v >= 1, "a whole number of at least 1")
+_non_negative_int = _checked(_integer, lambda v: v >= 0, "a whole number of at least 0")
 
 
 def _model(raw: str) -> str:
