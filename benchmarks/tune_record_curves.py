@@ -27,7 +27,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -36,11 +35,13 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 import thrifty.train
+from thrifty.tune.curves import HEADER, Config
 
-HEADER = [
-    "model", "lr", "batch_size", "width", "weight_decay", "seed", "epoch",
-    "accuracy", "loss", "epoch_s", "samples",
-]
+sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))
+from digits_mlp import digits
+from mnist1d_cnn import CNN
+from mnist1d_cnn import data as mnist1d_data
+
 LEARNING_RATES = [1e-4, 4.96e-4, 2.46e-3, 1.22e-2, 6.05e-2, 3e-1]  # geomspace(1e-4, 0.3, 6)
 BATCH_SIZES = [16, 64, 256]
 WEIGHT_DECAYS = [0.0, 1e-4, 1e-2]
@@ -49,75 +50,22 @@ DEFAULT_EPOCHS = {"digits-mlp": 12, "digits-cnn": 12, "mnist1d-cnn": 10}
 GRID_SEED = 20261204
 
 
-@dataclass(frozen=True)
-class Config:
-    model: str
-    lr: float
-    batch_size: int
-    width: int
-    weight_decay: float
-
-    def key(self, seed: int) -> tuple[str, str, int, int, str, int]:
-        """The identity of a curve as the CSV spells it (floats as written)."""
-        return (self.model, sig(self.lr), self.batch_size, self.width, sig(self.weight_decay), seed)
+def curve_key(config: Config, seed: int) -> tuple[str, str, int, int, str, int]:
+    """The identity of a curve as the CSV spells it (floats as written)."""
+    return (config.model, sig(config.lr), config.batch_size, config.width,
+            sig(config.weight_decay), seed)
 
 
-def sig(value: float, digits: int = 4) -> str:
-    """`value` to `digits` significant digits, shortest form; non-finite as `inf`."""
+def sig(value: float, places: int = 4) -> str:
+    """`value` to `places` significant digits, shortest form; non-finite as `inf`."""
     if not math.isfinite(value):
         return "inf"
-    return f"{value:.{digits}g}"
+    return f"{value:.{places}g}"
 
 
-# --- data and models (as in examples/digits_mlp.py, digits_cnn.py, mnist1d_cnn.py) -----------
+# --- data and models: the examples' own (digits_mlp.py, digits_cnn.py, mnist1d_cnn.py) ---------
 
 _DATA: dict[str, tuple[TensorDataset, TensorDataset]] = {}
-
-
-def digits(images: bool) -> tuple[TensorDataset, TensorDataset]:
-    """Train/test split of the 1,797 8×8 digits that ship inside scikit-learn."""
-    from sklearn.datasets import load_digits
-
-    raw = load_digits()
-    x = torch.tensor(raw.data, dtype=torch.float32) / 16.0
-    if images:
-        x = x.reshape(-1, 1, 8, 8)
-    y = torch.tensor(raw.target)
-    return TensorDataset(x[:1500], y[:1500]), TensorDataset(x[1500:], y[1500:])
-
-
-def mnist1d(samples: int = 10_000) -> tuple[TensorDataset, TensorDataset]:
-    """MNIST-1D generated from its templates (no download): 8,000 train, 2,000 test."""
-    from mnist1d.data import get_dataset_args, make_dataset
-
-    args = get_dataset_args()
-    args.num_samples = samples
-    raw = make_dataset(args)
-    train = TensorDataset(
-        torch.tensor(raw["x"], dtype=torch.float32).unsqueeze(1), torch.tensor(raw["y"])
-    )
-    test = TensorDataset(
-        torch.tensor(raw["x_test"], dtype=torch.float32).unsqueeze(1),
-        torch.tensor(raw["y_test"]),
-    )
-    return train, test
-
-
-class CNN1d(nn.Module):
-    """examples/mnist1d_cnn.py's model with `channels` as the width."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv1d(1, channels, 5, stride=2, padding=1)
-        self.conv2 = nn.Conv1d(channels, channels, 3, stride=2, padding=1)
-        self.conv3 = nn.Conv1d(channels, channels, 3, stride=2, padding=1)
-        self.head = nn.Linear(channels * 5, 10)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.conv1(x))
-        x = F.relu(self.conv2(x))
-        x = F.relu(self.conv3(x))
-        return self.head(x.flatten(1))
 
 
 def build(model: str, width: int) -> nn.Module:
@@ -129,7 +77,7 @@ def build(model: str, width: int) -> nn.Module:
             nn.Conv2d(width, 2 * width, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Flatten(), nn.Linear(2 * width * 2 * 2, 10),
         )
-    return CNN1d(width)
+    return CNN(width)
 
 
 def data(model: str) -> tuple[TensorDataset, TensorDataset]:
@@ -137,7 +85,7 @@ def data(model: str) -> tuple[TensorDataset, TensorDataset]:
         loaders: dict[str, Callable[[], tuple[TensorDataset, TensorDataset]]] = {
             "digits-mlp": lambda: digits(images=False),
             "digits-cnn": lambda: digits(images=True),
-            "mnist1d-cnn": mnist1d,
+            "mnist1d-cnn": mnist1d_data,
         }
         _DATA[model] = loaders[model]()
     return _DATA[model]
@@ -211,7 +159,7 @@ def done(path: Path) -> set[tuple[str, str, int, int, str, int]]:
         return set()
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
-        if reader.fieldnames != HEADER:
+        if tuple(reader.fieldnames or ()) != HEADER:
             sys.exit(f"{path}: header is {reader.fieldnames}, expected {HEADER}: "
                      "pick another --out")
         return {
@@ -239,7 +187,7 @@ def main() -> None:
     have = done(args.out)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fresh = not args.out.exists()
-    todo = [(c, s) for c in configs for s in range(args.seeds) if c.key(s) not in have]
+    todo = [(c, s) for c in configs for s in range(args.seeds) if curve_key(c, s) not in have]
     print(f"{len(configs)} configurations x {args.seeds} seeds: {len(todo)} curves to record, "
           f"{len(configs) * args.seeds - len(todo)} already in {args.out}", flush=True)
     start = time.perf_counter()
