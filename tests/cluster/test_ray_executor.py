@@ -12,15 +12,14 @@ import ast
 import json
 import re
 import sys
-import time
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from ray_cluster import start_node
 from sqlalchemy import select
+from waiting import wait_until
 
 from thrifty.cluster.executor import LOST, Launch
 from thrifty.cluster.plane import ControlPlane
@@ -36,16 +35,6 @@ pytestmark = pytest.mark.xdist_group("ray")
 
 TRAIN = Path(__file__).with_name("ray_train.py")
 HEAD, WORKER = "127.0.0.2", "127.0.0.3"
-
-
-def wait_for(check: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
 def train_spec(name: str, workdir: Path, epochs: int, replicas: int = 2,
@@ -92,8 +81,9 @@ def forget_node(address: str, ip: str) -> None:
     if not connected:
         ray.init(address=address, log_to_driver=False)
     try:
-        wait_for(lambda: not any(n["Alive"] and n["NodeManagerAddress"] == ip
-                                 for n in ray.nodes()), 60, f"Ray to declare {ip} dead")
+        wait_until(lambda: not any(n["Alive"] and n["NodeManagerAddress"] == ip
+                                   for n in ray.nodes()), f"Ray to declare {ip} dead",
+                   timeout_s=60, every_s=0.5)
     finally:
         if not connected:
             ray.shutdown()
@@ -102,7 +92,8 @@ def forget_node(address: str, ip: str) -> None:
 def gone(namespace: str) -> None:
     """The executor ended every keeper of the namespace (Ray removes a killed actor's name
     within moments, not at once)."""
-    wait_for(lambda: keepers(namespace) == [], 10, f"the keepers of {namespace} to end", 0.2)
+    wait_until(lambda: keepers(namespace) == [], f"the keepers of {namespace} to end",
+               timeout_s=10, every_s=0.2)
 
 
 @pytest.fixture
@@ -180,8 +171,8 @@ def test_gpu_node_kind_from_label_and_replica_environment(
         handle = executor.launch(launch)
         stored = json.loads(json.dumps(handle.to_dict()))  # as the store keeps it
         assert stored == handle.to_dict() and RayHandle.from_dict(stored) == handle
-        status = wait_for(lambda: (s := executor.poll(handle)) and not s.running and s, 60,
-                          "the replicas to print their environment")
+        status = wait_until(lambda: (s := executor.poll(handle)) and not s.running and s,
+                            "the replicas to print their environment", timeout_s=60)
         assert list(status.exit_codes) == [0, 0]
         seen = [json.loads(launch.log_path(r).read_text().strip().splitlines()[-1])
                 for r in range(2)]
@@ -209,8 +200,8 @@ def test_rigid_job_spans_both_nodes_and_succeeds(ray_executors, ray_namespace: s
     plane.start()
     try:
         job = plane.submit(validate_spec(train_spec("across", home, epochs=2)))
-        wait_for(lambda: plane.store.get(job.id).state == SUCCEEDED, 120,
-                 f"job {job.id} to succeed")
+        wait_until(lambda: plane.store.get(job.id).state == SUCCEEDED,
+                   f"job {job.id} to succeed", timeout_s=120)
         (attempt,) = attempts(plane, job.id)
         assert attempt.allocation["gpus"] == {HEAD: 1, WORKER: 1}
         assert attempt.handle["ips"] == [HEAD, WORKER]  # each keeper on its own node
@@ -243,8 +234,8 @@ def test_poll_reports_a_lost_node_and_stops_the_replicas_left(
         assert list(executor.poll(handle).exit_codes) == [None, None]
         survivor = handle.pids[0]
         node.kill()
-        status = wait_for(lambda: (s := executor.poll(handle)) and not s.running and s, 30,
-                          "poll to see the node lost")
+        status = wait_until(lambda: (s := executor.poll(handle)) and not s.running and s,
+                            "poll to see the node lost", timeout_s=30)
         assert list(status.exit_codes) == [LOST, LOST]
         assert status.outcome() == "resize"
         assert "lost with node(s) 127.0.0.6" in status.note
@@ -270,27 +261,28 @@ def test_lost_node_requeues_the_job_which_resumes_from_its_checkpoint(
         blocker = plane.submit(validate_spec({
             "name": "blocker", "mode": "rigid", "working_dir": str(home),
             "entrypoint": {"command": ["sleep", "600"]}}))
-        wait_for(lambda: plane.store.get(blocker.id).state == RUNNING, 60, "the blocker")
+        wait_until(lambda: plane.store.get(blocker.id).state == RUNNING, "the blocker",
+                   timeout_s=60)
         assert plane.store.get(blocker.id).allocation["gpus"] == {HEAD: 1}
 
         job = plane.submit(validate_spec(train_spec("survivor", home, epochs=5,
                                                     step_sleep=0.05)))
-        wait_for(lambda: "rank 0 epoch 1 loss" in log_text(plane, job.id, 1, 0), 90,
-                 "two epochs of the first attempt")
+        wait_until(lambda: "rank 0 epoch 1 loss" in log_text(plane, job.id, 1, 0),
+                   "two epochs of the first attempt", timeout_s=90)
         assert attempts(plane, job.id)[0].allocation["gpus"] == {WORKER: 1, "127.0.0.4": 1}
         lost.kill()  # the node vanishes, with its raylet, workers and the replica on it
 
         def requeued() -> list[Event]:
             return [e for e in plane.store.events(job.id) if e.kind == "requeued"]
 
-        wait_for(requeued, 60, "the job to be requeued")
+        wait_until(requeued, "the job to be requeued", timeout_s=60)
         # Seen by a poll (the attempt ended: lost), or first by the scheduler noticing that the
         # node left the cluster (it stops the attempt: preempted): either way, replica 1 is lost.
         first = attempts(plane, job.id)[0]
         assert first.outcome in ("resize", "stopped") and first.exit_codes[1] == LOST
         plane.cancel(blocker.id)
-        wait_for(lambda: plane.store.get(job.id).state == SUCCEEDED, 150,
-                 "the job to finish on the nodes left")
+        wait_until(lambda: plane.store.get(job.id).state == SUCCEEDED,
+                   "the job to finish on the nodes left", timeout_s=150)
 
         first, second = attempts(plane, job.id)
         assert second.allocation["gpus"] == {HEAD: 1, WORKER: 1}
@@ -320,8 +312,8 @@ def test_a_fresh_driver_adopts_running_replicas_and_stops_them(
                     home / "logs")
     first = ray_executors()
     handle = json.loads(json.dumps(first.launch(launch).to_dict()))  # as the store keeps it
-    wait_for(lambda: "rank 0 epoch 0 loss" in launch.log_path(0).read_text(), 90,
-             "the first epoch")
+    wait_until(lambda: "rank 0 epoch 0 loss" in launch.log_path(0).read_text(),
+               "the first epoch", timeout_s=90)
     first.close()  # the control plane goes away; its detached keepers stay
 
     second = ray_executors()
